@@ -1,0 +1,1 @@
+"""Model backends implementing the core Generator/Scorer protocols. No Dagster here."""

@@ -1,0 +1,344 @@
+"""The embedded default model: a tiny Llama the project trains itself, offline, on CPU.
+
+It exists so that every code path (loading, sampling, scoring, fine-tuning, serving
+through vLLM) runs for real without a download. It learns the engine's exact prompt
+formats from the bundled worked examples; its prose is not good writing.
+
+Builds are keyed by a hash of the bundled data, the prompt set and the config, kept in
+a per-user cache (``REER_CACHE_DIR``, default ``~/.cache/reer-assets``) and copied to
+``$DAGSTER_HOME/models/embedded/<key>``; an existing build is reused.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import fcntl
+import hashlib
+import json
+import math
+import os
+import random
+import shutil
+import tempfile
+import time
+from dataclasses import asdict, dataclass
+from pathlib import Path
+from typing import Iterator
+
+from reer_assets import data
+from reer_assets.core.objective import ANSWER_OPEN, THINK_CLOSE, THINK_OPEN
+from reer_assets.core.prompts import EDIT_PREFILL, PROMPT_SET_VERSION, prompts_for
+from reer_assets.core.segment import segment
+
+BUILDER_VERSION = "embedded-v3"
+EOS = "<|im_end|>"
+PAD = "<|endoftext|>"
+SPECIAL_TOKENS = [PAD, "<|im_start|>", EOS, "<think>", "</think>", "<answer>", "</answer>",
+                  "<analyze>", "</analyze>", "<refine>", "</refine>"]
+CHAT_TEMPLATE = (
+    "{% for message in messages %}<|im_start|>{{ message['role'] }}\n{{ message['content'] }}<|im_end|>\n{% endfor %}"
+    "{% if add_generation_prompt %}<|im_start|>assistant\n{% endif %}"
+)
+
+
+@dataclass(frozen=True)
+class EmbeddedConfig:
+    vocab_size: int = 4096
+    hidden_size: int = 128
+    intermediate_size: int = 384
+    num_layers: int = 2
+    num_heads: int = 4
+    num_kv_heads: int = 2
+    context_length: int = 4096
+    train_steps: int = 400
+    batch_tokens: int = 3072
+    learning_rate: float = 5e-3
+    warmup_steps: int = 20
+    seed: int = 1234
+
+    def smaller(self, train_steps: int) -> "EmbeddedConfig":
+        return EmbeddedConfig(**{**asdict(self), "train_steps": train_steps})
+
+
+DEFAULT_CONFIG = EmbeddedConfig()
+
+
+@dataclass(frozen=True)
+class TrainingExample:
+    kind: str  # initial_thinking | segment_edit | query_synthesis | inference
+    messages: list[dict[str, str]]
+    completion: str  # the assistant turn, starting where the engine's prefill starts
+
+
+# -- worked examples rendered in the engine's exact prompt formats -------------------------------
+
+
+def training_examples() -> list[TrainingExample]:
+    pieces = data.pieces_by_id()
+    thinking = {row["id"]: row for row in data.initial_thinking_examples()}
+    examples: list[TrainingExample] = []
+    for row in thinking.values():
+        piece = pieces[row["piece_id"]]
+        prompts = prompts_for(row["query"])
+        examples.append(TrainingExample(
+            "initial_thinking",
+            prompts.initial_thinking_messages(row["query"], piece["text"]),
+            THINK_OPEN + row["thinking"] + "\n</think>",
+        ))
+        examples.append(TrainingExample(
+            "inference",
+            prompts.inference_messages(row["query"]),
+            THINK_OPEN + row["thinking"] + THINK_CLOSE + ANSWER_OPEN + piece["text"] + "\n</answer>",
+        ))
+    edits = data.segment_edit_examples()
+    for row in edits + list(_derived_edits(thinking, edits)):
+        source = thinking[row["thinking_id"]]
+        examples.append(_edit_example(row, source, pieces[source["piece_id"]]))
+    for piece in pieces.values():
+        if piece.get("request_given") and piece.get("request"):
+            examples.append(TrainingExample(
+                "query_synthesis", prompts_for(piece["text"]).query_synthesis_messages(piece["text"]), piece["request"]
+            ))
+    return examples
+
+
+_DERIVED_ANALYSIS = {
+    "en": ("This paragraph starts the right thought but stops after its first sentence. "
+           "It leaves out the specifics the finished piece depends on, so the rewrite restores them."),
+    "zh": "这一段开了个头就停下了，缺少完成稿所依赖的具体内容，改写时要把这些内容补上。",
+}
+
+
+def _first_sentence(paragraph: str) -> str:
+    for mark in ("。", ". ", "？", "? "):
+        if mark in paragraph:
+            return paragraph.split(mark)[0] + mark.strip()
+    return paragraph[: len(paragraph) // 3]
+
+
+def _derived_edits(thinking: dict[str, dict], written: list[dict], per_example: int = 2) -> Iterator[dict]:
+    """Extra segment edits made from the worked thinking: a paragraph cut to its first sentence
+    is the weak segment, the whole paragraph is the rewrite. Teaches the edit format with short analyses."""
+    taken = {(row["thinking_id"], row["segment_index"]) for row in written}
+    for k, (thinking_id, row) in enumerate(sorted(thinking.items())):
+        paragraphs = row["thinking"].split("\n\n")
+        language = "zh" if row["piece_id"].endswith(("-07", "-08")) else "en"
+        candidates = [i for i, p in enumerate(paragraphs)
+                      if p.strip() != "---" and (thinking_id, i) not in taken and len(_first_sentence(p)) < 0.6 * len(p)]
+        for i in candidates[k % 2 :: 2][:per_example]:
+            yield {"thinking_id": thinking_id, "segment_index": i, "weak_segment": _first_sentence(paragraphs[i]),
+                   "analysis": _DERIVED_ANALYSIS[language], "refined": paragraphs[i]}
+
+
+def _edit_example(row: dict, source: dict, piece: dict) -> TrainingExample:
+    """A segment edit as the search sends it: the weak paragraph marked, the good one as answer."""
+    paragraphs = source["thinking"].split("\n\n")
+    original = paragraphs[row["segment_index"]]
+    paragraphs[row["segment_index"]] = row["weak_segment"]
+    weak = segment("\n\n".join(paragraphs))
+    target = next(i for i, s in enumerate(weak.segments) if row["weak_segment"] in s)
+    refined = weak.segments[target].replace(row["weak_segment"], row["refined"] or original)
+    after = segment(source["thinking"]).segments[target + 1 :]
+    from reer_assets.core.search import is_draft  # local: search imports prompts, no cycle at module load
+
+    prompts = prompts_for(source["query"])
+    messages = prompts.segment_edit_messages(
+        source["query"], piece["text"], weak.segments[:target], weak.segments[target], list(after),
+        is_draft(weak.segments, target), weak.separator,
+    )
+    completion = f"{EDIT_PREFILL}{row['analysis']}\n</analyze>\n<refine>\n{refined}\n</refine>"
+    return TrainingExample("segment_edit", messages, completion)
+
+
+def tokenizer_texts() -> Iterator[str]:
+    for example in training_examples():
+        for message in example.messages:
+            yield message["content"]
+        yield example.completion
+    for piece in data.corpus():
+        yield piece["text"]
+
+
+# -- cache keys and locations ------------------------------------------------------------------
+
+
+def build_key(config: EmbeddedConfig = DEFAULT_CONFIG) -> str:
+    digest = hashlib.sha256()
+    digest.update(json.dumps({"config": asdict(config), "prompts": PROMPT_SET_VERSION, "builder": BUILDER_VERSION,
+                              "template": CHAT_TEMPLATE, "special": SPECIAL_TOKENS}, sort_keys=True).encode())
+    for path in data.data_files():
+        if "benchmark" in path.parts:
+            continue  # held out: the model never sees benchmark references
+        digest.update(path.name.encode())
+        digest.update(path.read_bytes())
+    return digest.hexdigest()[:16]
+
+
+def cache_root() -> Path:
+    return Path(os.environ.get("REER_CACHE_DIR") or Path.home() / ".cache" / "reer-assets")
+
+
+def instance_root() -> Path:
+    home = os.environ.get("DAGSTER_HOME") or str(Path.cwd() / "dagster_home")
+    return Path(home) / "models" / "embedded"
+
+
+@contextlib.contextmanager
+def _locked(path: Path) -> Iterator[None]:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    with open(path, "w") as handle:
+        fcntl.flock(handle, fcntl.LOCK_EX)
+        try:
+            yield
+        finally:
+            fcntl.flock(handle, fcntl.LOCK_UN)
+
+
+def _copy_atomically(src: Path, dst: Path) -> None:
+    dst.parent.mkdir(parents=True, exist_ok=True)
+    tmp = Path(tempfile.mkdtemp(dir=dst.parent, prefix=f".{dst.name}."))
+    shutil.rmtree(tmp)
+    shutil.copytree(src, tmp)
+    os.replace(tmp, dst)
+
+
+def ensure_embedded_model(config: EmbeddedConfig = DEFAULT_CONFIG, log=print) -> Path:
+    """Path of a built embedded model for ``config``: reused from the instance or cache, else built."""
+    key = build_key(config)
+    target = instance_root() / key
+    if (target / "build.json").exists():
+        return target
+    cached = cache_root() / "embedded" / key
+    with _locked(cache_root() / "embedded" / f".{key}.lock"):
+        if not (cached / "build.json").exists():
+            log(f"building embedded model {key} (about {config.train_steps} steps) ...")
+            tmp = Path(tempfile.mkdtemp(dir=cached.parent, prefix=f".{key}."))
+            train_embedded(config, tmp, log=log)
+            os.replace(tmp, cached)
+        if not (target / "build.json").exists():
+            _copy_atomically(cached, target)
+    return target
+
+
+# -- the build itself ---------------------------------------------------------------------------
+
+
+def train_tokenizer(config: EmbeddedConfig):
+    from tokenizers import Tokenizer, decoders, models, pre_tokenizers, trainers
+    from transformers import PreTrainedTokenizerFast
+
+    tok = Tokenizer(models.BPE())
+    tok.pre_tokenizer = pre_tokenizers.ByteLevel(add_prefix_space=False)
+    tok.decoder = decoders.ByteLevel()
+    trainer = trainers.BpeTrainer(
+        vocab_size=config.vocab_size, special_tokens=SPECIAL_TOKENS,
+        initial_alphabet=pre_tokenizers.ByteLevel.alphabet(), show_progress=False,
+    )
+    tok.train_from_iterator(tokenizer_texts(), trainer=trainer)
+    return PreTrainedTokenizerFast(
+        tokenizer_object=tok, eos_token=EOS, pad_token=PAD,
+        additional_special_tokens=SPECIAL_TOKENS[3:], chat_template=CHAT_TEMPLATE,
+        model_max_length=config.context_length, clean_up_tokenization_spaces=False,
+    )
+
+
+def _batches(lengths: list[int], batch_tokens: int, rng: random.Random) -> list[list[int]]:
+    """Length-bucketed batches under a padded-token budget, in a seeded random order."""
+    order = sorted(range(len(lengths)), key=lambda i: lengths[i])
+    batches, current = [], []
+    for i in order:
+        if current and lengths[i] * (len(current) + 1) > batch_tokens:
+            batches.append(current)
+            current = []
+        current.append(i)
+    if current:
+        batches.append(current)
+    rng.shuffle(batches)
+    return batches
+
+
+def train_embedded(config: EmbeddedConfig, out_dir: Path, log=print) -> dict:
+    import torch
+    from transformers import LlamaConfig, LlamaForCausalLM
+
+    started = time.perf_counter()
+    random.seed(config.seed)
+    torch.manual_seed(config.seed)
+    torch.set_num_threads(max(1, os.cpu_count() or 1))
+    tokenizer = train_tokenizer(config)
+    examples = training_examples()
+    sequences, prompt_lengths = [], []
+    for ex in examples:
+        prompt = tokenizer(tokenizer.apply_chat_template(ex.messages, tokenize=False, add_generation_prompt=True),
+                           add_special_tokens=False)["input_ids"]
+        completion = tokenizer(ex.completion + EOS, add_special_tokens=False)["input_ids"]
+        if len(prompt) + len(completion) > config.context_length:
+            raise ValueError(f"a {ex.kind} example has {len(prompt) + len(completion)} tokens, "
+                             f"over the context of {config.context_length}")
+        sequences.append(prompt + completion)
+        prompt_lengths.append(len(prompt))
+    model = LlamaForCausalLM(LlamaConfig(
+        vocab_size=len(tokenizer), hidden_size=config.hidden_size, intermediate_size=config.intermediate_size,
+        num_hidden_layers=config.num_layers, num_attention_heads=config.num_heads,
+        num_key_value_heads=config.num_kv_heads, max_position_embeddings=config.context_length,
+        tie_word_embeddings=True, pad_token_id=tokenizer.pad_token_id, eos_token_id=tokenizer.eos_token_id,
+        bos_token_id=None,
+    ))
+    params = sum(p.numel() for p in model.parameters())
+    optimizer = torch.optim.AdamW(model.parameters(), lr=config.learning_rate, weight_decay=0.01, betas=(0.9, 0.95))
+
+    def lr_at(step: int) -> float:
+        if step < config.warmup_steps:
+            return (step + 1) / config.warmup_steps
+        progress = (step - config.warmup_steps) / max(1, config.train_steps - config.warmup_steps)
+        return 0.1 + 0.9 * 0.5 * (1 + math.cos(math.pi * progress))
+
+    scheduler = torch.optim.lr_scheduler.LambdaLR(optimizer, lr_at)
+    rng = random.Random(config.seed)
+    lengths = [len(s) for s in sequences]
+    queue: list[list[int]] = []
+    tokens_seen, losses = 0, []
+    model.train()
+    for step in range(config.train_steps):
+        if not queue:
+            queue = _batches(lengths, config.batch_tokens, rng)
+        picked = queue.pop()
+        batch = [sequences[i] for i in picked]
+        width = max(len(s) for s in batch)
+        ids = torch.full((len(batch), width), tokenizer.pad_token_id, dtype=torch.long)
+        labels = torch.full((len(batch), width), -100, dtype=torch.long)
+        mask = torch.zeros((len(batch), width), dtype=torch.long)
+        for row, (i, seq) in enumerate(zip(picked, batch)):
+            ids[row, : len(seq)] = torch.tensor(seq)
+            # loss on the assistant turn only: the model must answer prompts, not recite them
+            labels[row, prompt_lengths[i] : len(seq)] = torch.tensor(seq[prompt_lengths[i] :])
+            mask[row, : len(seq)] = 1
+        loss = model(input_ids=ids, attention_mask=mask, labels=labels).loss
+        loss.backward()
+        torch.nn.utils.clip_grad_norm_(model.parameters(), 1.0)
+        optimizer.step()
+        scheduler.step()
+        optimizer.zero_grad(set_to_none=True)
+        tokens_seen += int(mask.sum())
+        losses.append(loss.item())
+        if step % 50 == 0 or step == config.train_steps - 1:
+            log(f"  step {step:4d}/{config.train_steps} loss {loss.item():.3f} "
+                f"({tokens_seen / (time.perf_counter() - started):.0f} tok/s)")
+    model.eval()
+    model.generation_config.eos_token_id = tokenizer.eos_token_id
+    model.generation_config.pad_token_id = tokenizer.pad_token_id
+    out_dir.mkdir(parents=True, exist_ok=True)
+    model.save_pretrained(out_dir)
+    tokenizer.save_pretrained(out_dir)
+    seconds = time.perf_counter() - started
+    tail = losses[-20:]
+    report = {
+        "key": build_key(config), "config": asdict(config), "parameters": params,
+        "examples": {k: sum(1 for e in examples if e.kind == k) for k in sorted({e.kind for e in examples})},
+        "longest_example_tokens": max(lengths), "tokens_seen": tokens_seen,
+        "final_loss": sum(tail) / len(tail), "train_seconds": round(seconds, 1),
+        "prompt_set_version": PROMPT_SET_VERSION, "builder": BUILDER_VERSION,
+    }
+    (out_dir / "build.json").write_text(json.dumps(report, indent=2))
+    log(f"built in {seconds:.0f}s: {params:,} parameters, final loss {report['final_loss']:.3f}")
+    return report

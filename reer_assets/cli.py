@@ -1,0 +1,192 @@
+"""The `reer` command: build the embedded model, segment, score and search without Dagster."""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+import time
+from pathlib import Path
+
+
+def _read(path: str) -> str:
+    return Path(path).read_text(encoding="utf-8")
+
+
+def _err(message: str) -> None:
+    print(message, file=sys.stderr)
+
+
+def cmd_model_build(args: argparse.Namespace) -> int:
+    from reer_assets.backends.embedded import ensure_embedded_model
+
+    path = ensure_embedded_model(log=_err)
+    report = json.loads((path / "build.json").read_text())
+    _err(f"embedded model: {report['parameters']:,} parameters, final loss {report['final_loss']:.3f}, "
+         f"trained in {report['train_seconds']}s")
+    print(path)
+    return 0
+
+
+def cmd_model_check(args: argparse.Namespace) -> int:
+    from reer_assets.backends.format_check import check_formats
+
+    generator, scorer = _backends()
+    report = check_formats(generator, scorer, max_tokens=args.max_tokens, limit=args.limit, seed=args.seed)
+    print(json.dumps(report.as_dict(), indent=2))
+    return 0
+
+
+def cmd_segment(args: argparse.Namespace) -> int:
+    from reer_assets.core.segment import segment
+
+    segments = segment(_read(args.file)).segments
+    if args.json:
+        print(json.dumps(segments, ensure_ascii=False, indent=2))
+    else:
+        print("\n\n----\n\n".join(segments))
+    return 0
+
+
+def _backends():
+    from reer_assets.backends.config import BackendSpec, load_generator, load_scorer
+
+    return load_generator(BackendSpec.from_env("generator")), load_scorer(BackendSpec.from_env("scorer"))
+
+
+def cmd_score(args: argparse.Namespace) -> int:
+    from reer_assets.backends.config import BackendSpec, load_scorer
+    from reer_assets.core.objective import build_score_request, score_of
+    from reer_assets.core.prompts import prompts_for
+    from reer_assets.core.segment import segment
+
+    scorer = load_scorer(BackendSpec.from_env("scorer"))
+    request = build_score_request(prompts_for(args.query), args.query, _read(args.thinking).strip(), segment(_read(args.reference)))
+    result = scorer.score([request])[0]
+    out = {"score": score_of(result), "scored_tokens": len(result.token_logprobs), "scorer_model": scorer.model_id}
+    print(json.dumps(out) if args.json else f"score {out['score']:.4f} over {out['scored_tokens']} tokens")
+    return 0
+
+
+def cmd_search(args: argparse.Namespace) -> int:
+    from reer_assets.core.search import ReerSearch, SearchConfig, SearchItem
+
+    generator, scorer = _backends()
+    overrides = {k: v for k, v in {
+        "max_step": args.max_step, "num_expansion": args.num_expansion, "stop_thresh": args.stop_thresh,
+        "max_tokens": args.max_tokens,
+    }.items() if v is not None}
+    config = SearchConfig(**overrides)
+    item = SearchItem(item_id=args.item_id, query=args.query, reference=_read(args.reference))
+    started = time.perf_counter()
+    trace = ReerSearch(generator, scorer, config, seed=args.seed).run(item)
+    _err(f"search took {time.perf_counter() - started:.1f}s: {trace.status}, "
+         f"score {trace.initial_score} -> {trace.final_score}")
+    if args.json:
+        print(trace.to_json(indent=2))
+    else:
+        print(trace.final_thinking)
+    return 0 if trace.status == "ok" else 3
+
+
+def _print_table(frame) -> None:
+    import polars as pl
+
+    with pl.Config(tbl_rows=200, tbl_cols=30, fmt_str_lengths=60, tbl_width_chars=200):
+        print(frame)
+
+
+def cmd_lineage_sql(args: argparse.Namespace) -> int:
+    from reer_assets.lib.duckdb_store import query
+
+    frame = query(args.sql)
+    if args.json:
+        print(frame.write_json())
+    else:
+        _print_table(frame)
+    return 0
+
+
+def cmd_lineage_trace(args: argparse.Namespace) -> int:
+    from reer_assets.lib.duckdb_store import named_query, query
+
+    frame = query(named_query("trace_row"), [args.row_id])
+    if frame.is_empty():
+        _err(f"no dataset row {args.row_id!r} in the lineage database")
+        return 1
+    row = frame.row(0, named=True)
+    if args.json:
+        print(json.dumps(row, default=str, ensure_ascii=False, indent=2))
+        return 0
+    chain = [
+        ("dataset row", f"{row['dataset_row_id']} [{row['row_status']}] {row['reject_reasons'] or ''}".strip()),
+        ("trajectory", f"{row['trajectory_id']} score {row['initial_score']} -> {row['final_score']} "
+                       f"({row['num_steps']} steps; generator {row['generator_model']}, scorer {row['scorer_model']})"),
+        ("query", f"{row['query_id']} ({'synthesized' if row['synthesized'] else 'given'}): {str(row['query'])[:100]}"),
+        ("document", f"{row['document_id']} {row['title']!r} [{row['language']}] domain {row['domain']}"),
+        ("source", f"{row['source_uri']}"),
+    ]
+    for label, text in chain:
+        print(f"{label:>12}  {text}")
+    return 0
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="reer", description="REverse-Engineered Reasoning data engine")
+    sub = parser.add_subparsers(dest="command", required=True)
+
+    model = sub.add_parser("model", help="the embedded default model").add_subparsers(dest="action", required=True)
+    model.add_parser("build", help="build or reuse the embedded model; prints its path").set_defaults(func=cmd_model_build)
+
+    check = model.add_parser("check", help="format rates of the configured generator on the bundled items")
+    check.add_argument("--limit", type=int)
+    check.add_argument("--max-tokens", type=int, default=768)
+    check.add_argument("--seed", type=int, default=0)
+    check.set_defaults(func=cmd_model_check)
+
+    seg = sub.add_parser("segment", help="segment a text file by the REER rule")
+    seg.add_argument("file")
+    seg.add_argument("--json", action="store_true")
+    seg.set_defaults(func=cmd_segment)
+
+    score = sub.add_parser("score", help="clipped NLL of a reference given a query and a thinking")
+    score.add_argument("--query", required=True)
+    score.add_argument("--thinking", required=True, help="file with the thinking text")
+    score.add_argument("--reference", required=True, help="file with the reference text")
+    score.add_argument("--json", action="store_true")
+    score.set_defaults(func=cmd_score)
+
+    search = sub.add_parser("search", help="run the REER search on one item and print its trace")
+    search.add_argument("--query", required=True)
+    search.add_argument("--reference", required=True, help="file with the reference text")
+    search.add_argument("--item-id", default="cli-item")
+    search.add_argument("--seed", type=int, default=0)
+    search.add_argument("--max-step", type=int)
+    search.add_argument("--num-expansion", type=int)
+    search.add_argument("--stop-thresh", type=float)
+    search.add_argument("--max-tokens", type=int)
+    search.add_argument("--json", action="store_true")
+    search.set_defaults(func=cmd_search)
+    lineage = sub.add_parser("lineage", help="query the lineage database").add_subparsers(dest="action", required=True)
+    lsql = lineage.add_parser("sql", help="run a read-only SQL query and print a table")
+    lsql.add_argument("sql")
+    lsql.add_argument("--json", action="store_true")
+    lsql.set_defaults(func=cmd_lineage_sql)
+    ltrace = lineage.add_parser("trace", help="print the chain behind a dataset row")
+    ltrace.add_argument("row_id")
+    ltrace.add_argument("--json", action="store_true")
+    ltrace.set_defaults(func=cmd_lineage_trace)
+    return parser
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    try:
+        return args.func(args)
+    except (FileNotFoundError, ValueError, NotImplementedError) as exc:
+        _err(f"reer: error: {exc}")
+        return 2
+
+
+if __name__ == "__main__":
+    sys.exit(main())

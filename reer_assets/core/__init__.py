@@ -1,0 +1,1 @@
+"""Pure REER logic. Imports neither Dagster nor torch (DESIGN.md §7)."""

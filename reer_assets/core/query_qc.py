@@ -1,0 +1,42 @@
+"""Quality control for requests, synthesized or given (before they drive a search)."""
+
+from __future__ import annotations
+
+from dataclasses import asdict, dataclass
+
+from reer_assets.core.filters import longest_overlap
+from reer_assets.core.language import prompt_language
+
+
+@dataclass(frozen=True)
+class QueryQC:
+    max_chars: int = 600
+    max_copy_chars: int = 60  # longest verbatim span shared with the text
+    min_chars: int = 8
+
+    def to_dict(self) -> dict:
+        return asdict(self)
+
+
+def parse_synthesized(raw: str) -> str:
+    """The request from a generator's output: drop tags and stray chat markers, keep the first block."""
+    text = raw.replace("<|im_end|>", "").strip()
+    for marker in ("<|im_start|>", "</think>", "<think>"):
+        text = text.split(marker)[0].strip()
+    return text.split("\n\n")[0].strip()
+
+
+def query_reasons(query: str, text: str, text_language: str, qc: QueryQC = QueryQC()) -> list[str]:
+    query = query.strip()
+    if not query:
+        return ["empty_query"]
+    reasons = []
+    if len(query) < qc.min_chars:
+        reasons.append("query_too_short")
+    if len(query) > qc.max_chars:
+        reasons.append(f"query_too_long:{len(query)}>{qc.max_chars}")
+    if longest_overlap(query, text) > qc.max_copy_chars:
+        reasons.append("query_copies_text")
+    if prompt_language(query) != text_language:
+        reasons.append(f"query_wrong_language:{prompt_language(query)}!={text_language}")
+    return reasons

@@ -1,0 +1,233 @@
+"""Perplexity-guided local search over a thinking trajectory (DESIGN.md §2.2–2.6).
+
+Given a request ``x`` and a reference ``y``, sample an initial thinking ``z0``, then
+rewrite it one segment at a time, keeping a rewrite only when it lowers the clipped
+NLL of ``y``. The score therefore never rises. Everything is recorded in a
+:class:`SearchTrace`.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import random
+import re
+from dataclasses import asdict, dataclass
+
+from reer_assets.core.objective import ObjectiveSettings, build_score_request, score_of
+from reer_assets.core.prompts import EDIT_PREFILL, PromptSet, prompts_for
+from reer_assets.core.protocols import Completion, GenerationRequest, Generator, Sampling, Scorer
+from reer_assets.core.segment import Segmentation, segment
+from reer_assets.core.tags import cut_thinking, last_refine
+from reer_assets.core.trace import Candidate, SearchTrace, Step
+
+THINK_PREFILL = "<think>\n"
+_DRAFT_SEPARATOR = re.compile(r"^\s*(-{3,}|—{2,}|\*{3,})\s*$", re.MULTILINE)
+
+
+@dataclass(frozen=True)
+class SearchConfig:
+    stop_thresh: float = 0.25
+    max_step: int = 10
+    num_expansion: int = 2
+    num_rollouts: int = 1
+    temperature: float = 0.8
+    top_p: float = 0.85
+    top_k: int = 40
+    max_tokens: int = 8000
+    edit_max_tokens: int | None = None  # defaults to max_tokens
+    min_rollout_tokens: int = 100
+    min_segment_chars: int = 100
+    clip_min: float = -2.0
+    clip_max: float = 0.0
+
+    def sampling(self, max_tokens: int | None = None) -> Sampling:
+        return Sampling(self.temperature, self.top_p, self.top_k, max_tokens or self.max_tokens)
+
+    @property
+    def objective(self) -> ObjectiveSettings:
+        return ObjectiveSettings(self.clip_min, self.clip_max)
+
+    def to_dict(self) -> dict:
+        return asdict(self)
+
+
+@dataclass(frozen=True)
+class SearchItem:
+    item_id: str
+    query: str
+    reference: str
+
+
+def derive_seed(seed: int, *parts: object) -> int:
+    """A stable 31-bit seed for one call, so runs replay identically."""
+    digest = hashlib.sha256(repr((seed, *parts)).encode()).digest()
+    return int.from_bytes(digest[:4], "big") & 0x7FFFFFFF
+
+
+def is_draft(segments: list[str], index: int) -> bool:
+    """A segment is part of the draft once a separator line has appeared at or before it."""
+    return _DRAFT_SEPARATOR.search("\n".join(segments[: index + 1])) is not None
+
+
+class ReerSearch:
+    """Runs the search for one item; backends are injected, the loop is pure."""
+
+    def __init__(self, generator: Generator, scorer: Scorer, config: SearchConfig = SearchConfig(), seed: int = 0):
+        self.generator = generator
+        self.scorer = scorer
+        self.config = config
+        self.seed = seed
+
+    def run(self, item: SearchItem, rollout: int = 0) -> SearchTrace:
+        cfg = self.config
+        prompts = prompts_for(item.query)
+        reference = segment(item.reference, cfg.min_segment_chars)
+        trace = SearchTrace(
+            item_id=item.item_id,
+            rollout=rollout,
+            language=prompts.language,
+            seed=self.seed,
+            generator_model=self.generator.model_id,
+            scorer_model=self.scorer.model_id,
+            prompt_set_version=prompts.version,
+            config=cfg.to_dict(),
+        )
+
+        z0 = self._initial_rollout(item, prompts, rollout, trace)
+        if z0 is None:
+            return trace
+        segments = list(z0.segments)
+        best = self._score(prompts, item.query, [z0.join()], reference, trace)[0]
+        trace.initial_score = best
+
+        if best < cfg.stop_thresh:
+            trace.skipped_search = True
+            trace.stopped_reason = "initial_below_threshold"
+        else:
+            trace.stopped_reason = "max_step" if cfg.max_step < len(segments) else "all_segments_visited"
+            for i in range(min(cfg.max_step, len(segments))):
+                step = self._step(item, prompts, reference, z0, segments, i, best, rollout, trace)
+                trace.steps.append(step)
+                if step.choice is not None:
+                    segments[i] = step.candidates[step.choice].text  # type: ignore[assignment]
+                    best = step.best_score
+                if best < cfg.stop_thresh:
+                    trace.stopped_reason = "below_threshold"
+                    break
+
+        trace.final_thinking = z0.join(segments)
+        trace.final_score = best
+        return trace
+
+    # -- stages ---------------------------------------------------------------------------
+
+    def _initial_rollout(
+        self, item: SearchItem, prompts: PromptSet, rollout: int, trace: SearchTrace
+    ) -> Segmentation | None:
+        cfg = self.config
+        rng = random.Random(derive_seed(self.seed, item.item_id, rollout, "opener"))
+        opener = prompts.draw_opener(rng)
+        request = GenerationRequest(
+            messages=prompts.initial_thinking_messages(item.query, item.reference),
+            prefill=THINK_PREFILL + opener,
+            n=1,
+            sampling=cfg.sampling(),
+            seed=derive_seed(self.seed, item.item_id, rollout, "initial"),
+        )
+        completion = self._generate([request], trace)[0][0]
+        thinking, closed = cut_thinking(opener + completion.text)
+        trace.opener = opener
+        trace.initial_raw = THINK_PREFILL + opener + completion.text
+        trace.initial_thinking = thinking
+        trace.initial_closed = closed
+        trace.initial_tokens = completion.completion_tokens
+        if completion.completion_tokens < cfg.min_rollout_tokens:
+            return self._reject(trace, "initial_rollout_too_short")
+        segmentation = segment(thinking, cfg.min_segment_chars)
+        trace.initial_segments = list(segmentation.segments)
+        trace.segment_separator = segmentation.separator
+        if len(segmentation) <= 1:
+            return self._reject(trace, "initial_rollout_unsegmentable")
+        return segmentation
+
+    def _step(
+        self,
+        item: SearchItem,
+        prompts: PromptSet,
+        reference: Segmentation,
+        z0: Segmentation,
+        segments: list[str],
+        i: int,
+        best: float,
+        rollout: int,
+        trace: SearchTrace,
+    ) -> Step:
+        cfg = self.config
+        request = GenerationRequest(
+            messages=prompts.segment_edit_messages(
+                item.query,
+                item.reference,
+                before=segments[:i],
+                target=segments[i],
+                after=list(z0.segments[i + 1 :]),
+                is_draft=is_draft(segments, i),
+                separator=z0.separator,
+            ),
+            prefill=EDIT_PREFILL,
+            n=cfg.num_expansion,
+            sampling=cfg.sampling(cfg.edit_max_tokens),
+            seed=derive_seed(self.seed, item.item_id, rollout, "edit", i),
+        )
+        completions = self._generate([request], trace)[0]
+        candidates = []
+        for completion in completions:
+            raw = EDIT_PREFILL + completion.text
+            text = last_refine(raw)
+            candidates.append(
+                Candidate(
+                    text=text,
+                    raw=raw,
+                    score=None,
+                    completion_tokens=completion.completion_tokens,
+                    skipped_reason=None if text else "no_refine_block",
+                )
+            )
+        scorable = [c for c in candidates if c.text is not None]
+        if scorable:
+            thinkings = [z0.join(segments[:i] + [c.text] + segments[i + 1 :]) for c in scorable]  # type: ignore[list-item]
+            for cand, score in zip(scorable, self._score(prompts, item.query, thinkings, reference, trace)):
+                cand.score = score
+        choice = None
+        for k, cand in enumerate(candidates):
+            if cand.score is not None and cand.score < best and (choice is None or cand.score < candidates[choice].score):  # type: ignore[operator]
+                choice = k
+        new_best = candidates[choice].score if choice is not None else best
+        return Step(index=i, segment=segments[i], candidates=candidates, choice=choice, best_score=new_best)  # type: ignore[arg-type]
+
+    # -- model calls ----------------------------------------------------------------------
+
+    def _generate(self, requests: list[GenerationRequest], trace: SearchTrace) -> list[list[Completion]]:
+        results = self.generator.generate(requests)
+        trace.tokens["generator_calls"] += len(requests)
+        for completions in results:
+            for completion in completions:
+                trace.tokens["completion"] += completion.completion_tokens
+            if completions:
+                trace.tokens["prompt"] += completions[0].prompt_tokens
+        return results
+
+    def _score(
+        self, prompts: PromptSet, query: str, thinkings: list[str], reference: Segmentation, trace: SearchTrace
+    ) -> list[float]:
+        requests = [build_score_request(prompts, query, z, reference) for z in thinkings]
+        results = self.scorer.score(requests)
+        trace.tokens["scorer_calls"] += len(requests)
+        trace.tokens["scored"] += sum(len(r.token_logprobs) for r in results)
+        return [score_of(r, self.config.objective) for r in results]
+
+    @staticmethod
+    def _reject(trace: SearchTrace, reason: str) -> None:
+        trace.status = "rejected"
+        trace.reject_reason = reason
+        trace.stopped_reason = reason
+        return None

@@ -1,0 +1,23 @@
+"""The one Definitions entry point (workspace.yaml loads this module)."""
+
+import dagster as dg
+
+from reer_assets.defs.curation import assets as curation, checks as curation_checks
+from reer_assets.defs.evaluation import assets as evaluation, checks as evaluation_checks
+from reer_assets.defs.ingest import assets as ingest
+from reer_assets.defs.jobs import ALL_JOBS
+from reer_assets.defs.refinement import assets as refinement
+from reer_assets.defs.resources import default_resources
+from reer_assets.defs.schedules import daily_ingest_refresh
+from reer_assets.defs.sensors import inbox_sensor
+from reer_assets.defs.synthesis import assets as synthesis
+from reer_assets.defs.training import assets as training
+
+defs = dg.Definitions(
+    assets=dg.load_assets_from_modules([ingest, synthesis, refinement, curation, training, evaluation]),
+    asset_checks=dg.load_asset_checks_from_modules([curation_checks, evaluation_checks]),
+    jobs=ALL_JOBS,
+    schedules=[daily_ingest_refresh],
+    sensors=[inbox_sensor],
+    resources=default_resources(),
+)

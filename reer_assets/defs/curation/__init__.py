@@ -1,0 +1,1 @@
+"""curation stage assets."""

@@ -1,0 +1,181 @@
+"""filtered_dataset (per domain) and sft_dataset (all domains): the data a model is trained on."""
+
+
+import json
+from typing import Optional
+
+import dagster as dg
+import polars as pl
+
+from reer_assets.core.filters import FilterConfig, NearDuplicateIndex, row_reasons
+from reer_assets.core.ids import config_hash, stable_id
+from reer_assets.core.objective import THINK_OPEN
+from reer_assets.defs.partitions import domain_partitions
+from reer_assets.defs.resources import LineageResource
+from reer_assets.lib import fingerprints
+from reer_assets.lib.dataset_card import render_card
+from reer_assets.lib.domains import domain_names
+from reer_assets.lib.lineage import stamp
+from reer_assets.lib.metadata import counts_table, mean, preview, reason_counts
+from reer_assets.lib.paths import asset_dir, dataset_dir
+
+DATASET_COLUMNS = {
+    "id": pl.String, "trajectory_id": pl.String, "query_id": pl.String, "document_id": pl.String,
+    "domain": pl.String, "query": pl.String, "thinking": pl.String, "reference": pl.String,
+    "initial_score": pl.Float64, "final_score": pl.Float64, "status": pl.String,
+    "reject_reasons": pl.List(pl.String), "config_hash": pl.String,
+}
+
+
+class FilterRunConfig(dg.Config):
+    max_tail_cues: int = 2
+    max_top3_trigram_share: float = 0.20
+    min_thinking_units: int = 60
+    max_thinking_units: int = 3000
+    max_copy_chars: int = 160
+    minhash_threshold: float = 0.85
+    max_final_score: Optional[float] = None
+    require_improvement: bool = False
+
+    def filter_config(self) -> FilterConfig:
+        return FilterConfig(**self.model_dump())
+
+
+def filter_trajectories(trajectories: pl.DataFrame, config: FilterConfig, cfg_hash: str) -> pl.DataFrame:
+    """One dataset row per trajectory with all the reasons it fails; near-duplicates by MinHash."""
+    queries = NearDuplicateIndex(config.minhash_threshold, config.minhash_num_perm)
+    references = NearDuplicateIndex(config.minhash_threshold, config.minhash_num_perm)
+    rows = []
+    for t in trajectories.sort(["document_id", "rollout"]).iter_rows(named=True):
+        trace = json.loads(t["trace_json"]) if t.get("trace_json") else {"status": t["status"], "reject_reason": t["reject_reason"]}
+        thinking = t["final_thinking"] or ""
+        reasons = row_reasons(t["query"] or "", thinking, t["reference"] or "", trace, config)
+        if t["rollout"] == 0:  # later rollouts of one document share its query and reference
+            if (dup := queries.first_duplicate(t["id"], t["query"] or "")) is not None:
+                reasons.append(f"near_duplicate_query:{dup}")
+            if (dup := references.first_duplicate(t["id"], t["reference"] or "")) is not None:
+                reasons.append(f"near_duplicate_reference:{dup}")
+        rows.append({
+            "id": stable_id("row", t["id"], cfg_hash), "trajectory_id": t["id"], "query_id": t["query_id"],
+            "document_id": t["document_id"], "domain": t["domain"], "query": t["query"], "thinking": thinking,
+            "reference": t["reference"], "initial_score": t["initial_score"], "final_score": t["final_score"],
+            "status": "rejected" if reasons else "accepted", "reject_reasons": reasons, "config_hash": cfg_hash,
+        })
+    return pl.DataFrame(rows, schema=DATASET_COLUMNS)
+
+
+@dg.asset(
+    partitions_def=domain_partitions,
+    deps=["refined_trajectories"],
+    group_name="curation",
+    pool="duckdb",
+    kinds={"polars", "duckdb"},
+)
+def filtered_dataset(context: dg.AssetExecutionContext, config: FilterRunConfig, lineage: LineageResource) -> dg.MaterializeResult:
+    """Refined trajectories after the quality filters of DESIGN.md §3: unconcluded thinking,
+    trigram repetition, length bounds, copying the reference, malformed tags, language mismatch,
+    near-duplicate query or reference (MinHash), and optionally a score bound or no improvement.
+
+    Every trajectory keeps a row; rejected rows carry all their ``reject_reasons``. Partitioned by
+    domain; Parquet at ``reer/assets/filtered_dataset/<domain>/dataset.parquet``; lineage table
+    ``dataset_rows`` (view ``row_provenance`` traces each row back to its document).
+    """
+    domain = context.partition_key
+    filters = config.filter_config()
+    cfg_hash = config_hash(filters.to_dict())
+    fingerprint = fingerprints.compute("filtered_dataset", fingerprints.upstream("refined_trajectories", domain), cfg_hash)
+    out = asset_dir("filtered_dataset", domain) / "dataset.parquet"
+    reused = fingerprints.is_current("filtered_dataset", domain, fingerprint, [out])
+    if reused:
+        frame = pl.read_parquet(out)
+    else:
+        trajectories = pl.read_parquet(asset_dir("refined_trajectories", domain) / "trajectories.parquet")
+        frame = filter_trajectories(trajectories, filters, cfg_hash)
+        out.parent.mkdir(parents=True, exist_ok=True)
+        frame.write_parquet(out)
+        lineage.write({"dataset_rows": stamp("dataset_rows", frame, context.run_id, domain)})
+    accepted = frame.filter(pl.col("status") == "accepted")
+    funnel = {"trajectories": frame.height, "accepted": accepted.height, "rejected": frame.height - accepted.height}
+    fingerprints.save("filtered_dataset", domain, fingerprint, funnel)
+    context.log.info(f"[{domain}] filter funnel {funnel}")
+    return dg.MaterializeResult(
+        metadata={
+            "dagster/row_count": frame.height,
+            "accepted": accepted.height,
+            "rejected": frame.height - accepted.height,
+            "reused": reused,
+            "reject_reasons": counts_table(reason_counts(frame)),
+            "mean_final_score_accepted": mean(accepted, "final_score"),
+            "filter_config": filters.to_dict(),
+            "preview": preview(frame, ["document_id", "status", "reject_reasons", "final_score", "thinking"]),
+            "path": dg.MetadataValue.path(str(out)),
+        },
+        data_version=dg.DataVersion(fingerprint),
+    )
+
+
+def to_chat(frame: pl.DataFrame) -> pl.DataFrame:
+    """Chat-format rows: user = query, assistant = <think>…</think> then the answer."""
+    return frame.select(
+        "id", "domain", "trajectory_id", "document_id", "final_score",
+        pl.struct(["query", "thinking", "reference"]).map_elements(
+            lambda r: [{"role": "user", "content": r["query"]},
+                       {"role": "assistant", "content": f"{THINK_OPEN}{r['thinking']}\n</think>\n\n{r['reference']}"}],
+            return_dtype=pl.List(pl.Struct({"role": pl.String, "content": pl.String})),
+        ).alias("messages"),
+    )
+
+
+@dg.asset(
+    deps=[dg.AssetDep("filtered_dataset", partition_mapping=dg.AllPartitionMapping())],
+    group_name="curation",
+    pool="duckdb",
+    kinds={"polars", "duckdb"},
+)
+def sft_dataset(context: dg.AssetExecutionContext, lineage: LineageResource) -> dg.MaterializeResult:
+    """The accepted rows of every materialised domain in chat format (``messages``: user = query,
+    assistant = ``<think>\\n…\\n</think>\\n\\n`` + answer), as Parquet and JSONL with a dataset
+    card (counts per domain, score statistics, filter funnel). Unpartitioned; versioned by the
+    hash of its rows under ``reer/datasets/sft/<version>/``; lineage tables ``datasets`` and
+    ``dataset_members``.
+    """
+    domains = [d for d in domain_names() if (asset_dir("filtered_dataset", d) / "dataset.parquet").exists()]
+    if not domains:
+        raise dg.Failure("no filtered_dataset partition has been materialised yet")
+    parts = [pl.read_parquet(asset_dir("filtered_dataset", d) / "dataset.parquet") for d in domains]
+    full = pl.concat(parts)
+    accepted = full.filter(pl.col("status") == "accepted").sort("id")
+    version = stable_id("sft", accepted["id"].to_list())
+    fingerprint = fingerprints.compute("sft_dataset", [fingerprints.upstream("filtered_dataset", d) for d in domains])
+    folder = dataset_dir("sft", version)
+    chat = to_chat(accepted)
+    folder.mkdir(parents=True, exist_ok=True)
+    chat.write_parquet(folder / "train.parquet")
+    chat.write_ndjson(folder / "train.jsonl")
+    card = render_card(version, full, accepted)
+    (folder / "README.md").write_text(card, encoding="utf-8")
+    latest = asset_dir("sft_dataset", None)
+    latest.mkdir(parents=True, exist_ok=True)
+    (latest / "current.json").write_text(json.dumps({"version": version, "path": str(folder), "rows": chat.height}))
+    lineage.write({
+        "datasets": pl.DataFrame([{
+            "id": version, "name": "sft", "row_count": chat.height, "parquet_path": str(folder / "train.parquet"),
+            "jsonl_path": str(folder / "train.jsonl"), "card_path": str(folder / "README.md"), "run_id": context.run_id,
+        }]),
+        "dataset_members": pl.DataFrame({"dataset_id": [version] * chat.height, "dataset_row_id": chat["id"].to_list()},
+                                        schema={"dataset_id": pl.String, "dataset_row_id": pl.String}),
+    })
+    fingerprints.save("sft_dataset", None, fingerprint, {"version": version, "rows": chat.height})
+    per_domain = dict(accepted.group_by("domain").len().sort("domain").iter_rows())
+    context.log.info(f"sft_dataset {version}: {chat.height} rows from {len(domains)} domains")
+    return dg.MaterializeResult(
+        metadata={
+            "dagster/row_count": chat.height,
+            "version": version,
+            "domains": counts_table(per_domain, "domain", "rows"),
+            "mean_final_score": mean(accepted, "final_score"),
+            "card": dg.MetadataValue.md(card),
+            "path": dg.MetadataValue.path(str(folder)),
+        },
+        data_version=dg.DataVersion(fingerprint),
+    )

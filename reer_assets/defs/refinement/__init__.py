@@ -1,0 +1,1 @@
+"""refinement stage assets."""

@@ -1,0 +1,33 @@
+"""Notices new or changed files in a domain's inbox folder and re-ingests that domain."""
+
+import json
+
+import dagster as dg
+
+from reer_assets.defs.jobs import ingest_job
+from reer_assets.lib.domains import domain_names
+from reer_assets.lib.paths import inbox_dir
+
+
+def inbox_state() -> dict[str, dict[str, float]]:
+    state = {}
+    for domain in domain_names():
+        folder = inbox_dir(domain)
+        if folder.exists():
+            state[domain] = {p.name: p.stat().st_mtime for p in sorted(folder.iterdir())
+                             if p.is_file() and p.suffix.lower() in (".txt", ".md")}
+    return state
+
+
+@dg.sensor(job=ingest_job, minimum_interval_seconds=30, default_status=dg.DefaultSensorStatus.STOPPED)
+def inbox_sensor(context: dg.SensorEvaluationContext):
+    """One ingest run per domain whose inbox ($DAGSTER_HOME/inbox/<domain>/) gained or changed files."""
+    seen = json.loads(context.cursor) if context.cursor else {}
+    now = inbox_state()
+    for domain, files in now.items():
+        changed = sorted(name for name, mtime in files.items() if seen.get(domain, {}).get(name) != mtime)
+        if changed:
+            context.log.info(f"[{domain}] new inbox files: {changed}")
+            yield dg.RunRequest(run_key=f"{domain}:{json.dumps(files, sort_keys=True)}", partition_key=domain,
+                                tags={"reer/inbox_files": ",".join(changed)[:200]})
+    context.update_cursor(json.dumps(now))

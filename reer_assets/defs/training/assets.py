@@ -1,0 +1,116 @@
+"""base_model and finetuned_checkpoint: the model to fine-tune and the fine-tuned result."""
+
+
+import json
+from typing import Optional
+
+import dagster as dg
+import polars as pl
+
+from reer_assets.core.ids import config_hash, stable_id
+from reer_assets.defs.resources import LineageResource
+from reer_assets.defs.workload_runner import run_workload
+from reer_assets.lib import fingerprints
+from reer_assets.lib.paths import asset_dir, checkpoint_dir
+from reer_assets.lib.profiles import profile
+
+
+class BaseModelConfig(dg.Config):
+    model: Optional[str] = None  # a local path or an id in the local HF cache; None = the embedded default
+
+
+def read_pointer(asset: str) -> dict:
+    path = asset_dir(asset, None) / "current.json"
+    if not path.exists():
+        raise dg.Failure(f"{asset} has not been materialised yet")
+    return json.loads(path.read_text())
+
+
+@dg.asset(group_name="training", pool="gpu", kinds={"pytorch"})
+def base_model(context: dg.AssetExecutionContext, config: BaseModelConfig, pipes: dg.PipesSubprocessClient) -> dg.MaterializeResult:
+    """The model to fine-tune: the embedded default (built or reused through the ``model_build``
+    workload) or a user-set path/id, recorded as is. Unpartitioned; pointer file at
+    ``reer/assets/base_model/__all__/current.json``.
+    """
+    if config.model:
+        record = {"path": config.model, "model_id": config.model, "source": "user"}
+    else:
+        summary = run_workload(context, pipes, "model_build", {}, env={})
+        record = {"path": summary["path"], "model_id": f"reer-embedded:{summary['key']}", "source": "embedded",
+                  "parameters": summary["parameters"], "final_loss": summary["final_loss"]}
+    folder = asset_dir("base_model", None)
+    folder.mkdir(parents=True, exist_ok=True)
+    (folder / "current.json").write_text(json.dumps(record, indent=2))
+    fingerprint = fingerprints.compute("base_model", record["model_id"], record["path"])
+    fingerprints.save("base_model", None, fingerprint, record)
+    return dg.MaterializeResult(
+        metadata={"dagster/row_count": 1, **{k: v for k, v in record.items() if v is not None}},
+        data_version=dg.DataVersion(fingerprint),
+    )
+
+
+class FinetuneConfig(dg.Config):
+    profile: Optional[str] = None
+    epochs: Optional[int] = None
+    learning_rate: Optional[float] = None
+    batch_size: Optional[int] = None
+    max_length: Optional[int] = None
+    seed: int = 0
+
+    def resolved(self) -> dict:
+        base = dict(profile(self.profile)["finetune"])
+        for key in ("epochs", "learning_rate", "batch_size", "max_length"):
+            if getattr(self, key) is not None:
+                base[key] = getattr(self, key)
+        return {**base, "seed": self.seed}
+
+
+@dg.asset(deps=["base_model", "sft_dataset"], group_name="training", pool="gpu", kinds={"pytorch"})
+def finetuned_checkpoint(
+    context: dg.AssetExecutionContext, config: FinetuneConfig, lineage: LineageResource, pipes: dg.PipesSubprocessClient
+) -> dg.MaterializeResult:
+    """``base_model`` fine-tuned with transformers on ``sft_dataset`` (loss on the assistant turn
+    only), saved as a loadable checkpoint under ``reer/checkpoints/<id>/``. Runs out of process
+    (workload ``finetune``, pool ``gpu``); reports the train loss per epoch. Unpartitioned;
+    lineage table ``checkpoints``. Never auto-materialised.
+    """
+    base = read_pointer("base_model")
+    dataset = read_pointer("sft_dataset")
+    train_config = config.resolved()
+    checkpoint_id = stable_id("ckpt", base["model_id"], dataset["version"], train_config)
+    out_dir = checkpoint_dir(checkpoint_id)
+    fingerprint = fingerprints.compute("finetuned_checkpoint", checkpoint_id)
+    reused = fingerprints.is_current("finetuned_checkpoint", None, fingerprint, [out_dir / "training.json"])
+    if not reused:
+        run_workload(context, pipes, "finetune", {
+            "base_model": base["path"], "dataset": str(dataset["path"]) + "/train.parquet",
+            "out_dir": str(out_dir), "config": train_config,
+        }, env={})
+    report = json.loads((out_dir / "training.json").read_text())
+    record = {"checkpoint_id": checkpoint_id, "path": str(out_dir), "base_model": base["model_id"],
+              "dataset": dataset["version"], "train_loss": report["train_loss"]}
+    folder = asset_dir("finetuned_checkpoint", None)
+    folder.mkdir(parents=True, exist_ok=True)
+    (folder / "current.json").write_text(json.dumps(record, indent=2))
+    if not reused:
+        lineage.write({"checkpoints": pl.DataFrame([{
+            "id": checkpoint_id, "dataset_id": dataset["version"], "base_model": base["model_id"], "path": str(out_dir),
+            "train_loss": report["train_loss"], "train_examples": report["examples"],
+            "config_json": json.dumps(train_config), "run_id": context.run_id,
+        }])})
+    fingerprints.save("finetuned_checkpoint", None, fingerprint, record)
+    return dg.MaterializeResult(
+        metadata={
+            "dagster/row_count": report["examples"],
+            "checkpoint_id": checkpoint_id,
+            "train_loss": report["train_loss"],
+            "epoch_losses": report["epoch_losses"],
+            "train_seconds": report["seconds"],
+            "base_model": base["model_id"],
+            "dataset_version": dataset["version"],
+            "reused": reused,
+            "config_hash": config_hash(train_config),
+            "path": dg.MetadataValue.path(str(out_dir)),
+        },
+        data_version=dg.DataVersion(fingerprint),
+    )

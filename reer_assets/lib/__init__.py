@@ -1,0 +1,1 @@
+"""Dagster-side helpers: storage paths, lineage in DuckDB, ids, metadata. No torch here."""

@@ -1,0 +1,97 @@
+"""The lineage database: one DuckDB file, schema from ``sql/schema``, short bulk writes.
+
+DuckDB admits one read-write process at a time, so every write opens, writes a whole
+Polars frame in one transaction and closes, retrying with backoff while another process
+holds the lock. Model workloads never open it.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import random
+import time
+from pathlib import Path
+from typing import Iterator
+
+import duckdb
+import polars as pl
+
+from reer_assets.lib.paths import SQL_DIR, lineage_db
+
+
+class LineageLockTimeout(RuntimeError):
+    pass
+
+
+def _is_lock_error(exc: Exception) -> bool:
+    text = str(exc).lower()
+    return "lock" in text or "conflict" in text or "could not set lock" in text
+
+
+@contextlib.contextmanager
+def connect(path: Path | None = None, read_only: bool = False, timeout_s: float = 120.0) -> Iterator[duckdb.DuckDBPyConnection]:
+    """Open the lineage DB (creating the schema), retrying with jittered backoff on lock conflicts."""
+    path = Path(path or lineage_db())
+    path.parent.mkdir(parents=True, exist_ok=True)
+    deadline, delay = time.monotonic() + timeout_s, 0.05
+    while True:
+        try:
+            if read_only and not path.exists():
+                read_only = False  # nothing to read yet: create it
+            con = duckdb.connect(str(path), read_only=read_only)
+            break
+        except duckdb.Error as exc:
+            if not _is_lock_error(exc) or time.monotonic() > deadline:
+                if _is_lock_error(exc):
+                    raise LineageLockTimeout(f"lineage DB {path} stayed locked for {timeout_s}s") from exc
+                raise
+            time.sleep(delay * (1 + random.random()))
+            delay = min(delay * 2, 2.0)
+    try:
+        if not read_only:
+            apply_schema(con)
+        yield con
+    finally:
+        con.close()
+
+
+def apply_schema(con: duckdb.DuckDBPyConnection) -> None:
+    for script in sorted((SQL_DIR / "schema").glob("*.sql")):
+        con.execute(script.read_text())
+
+
+def named_query(name: str) -> str:
+    return (SQL_DIR / "queries" / f"{name}.sql").read_text()
+
+
+def upsert(table: str, frame: pl.DataFrame, path: Path | None = None) -> int:
+    """Insert-or-replace ``frame`` into ``table`` by primary key, in one transaction."""
+    return write_many({table: frame}, path)[table]
+
+
+def write_many(frames: dict[str, pl.DataFrame], path: Path | None = None) -> dict[str, int]:
+    """Several tables in one connection and one transaction (all or nothing)."""
+    counts = {}
+    with connect(path) as con:
+        con.execute("BEGIN")
+        try:
+            for table, frame in frames.items():
+                if frame.is_empty():
+                    counts[table] = 0
+                    continue
+                columns = ", ".join(f'"{c}"' for c in frame.columns)
+                con.register("incoming", frame.to_arrow())
+                con.execute(f"INSERT OR REPLACE INTO {table} ({columns}) SELECT {columns} FROM incoming")
+                con.unregister("incoming")
+                counts[table] = frame.height
+            con.execute("COMMIT")
+        except Exception:
+            con.execute("ROLLBACK")
+            raise
+    return counts
+
+
+def query(sql: str, params: list | None = None, path: Path | None = None) -> pl.DataFrame:
+    """A read-only query as a Polars frame."""
+    with connect(path, read_only=True) as con:
+        return con.execute(sql, params or []).pl()

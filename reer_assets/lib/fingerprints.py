@@ -1,0 +1,46 @@
+"""Up-to-date checks: an asset partition's fingerprint is a hash of its inputs' fingerprints,
+its config and its models. When the stored fingerprint matches, the outputs are reused and
+no model is called; the fingerprint is also the Dagster data version."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from typing import Any
+
+from reer_assets.core.ids import config_hash
+from reer_assets.lib.paths import asset_dir
+
+CODE_VERSION = "1"
+
+
+def compute(asset: str, *parts: Any) -> str:
+    return config_hash({"asset": asset, "code": CODE_VERSION, "parts": parts})
+
+
+def stored(asset: str, partition: str | None) -> dict[str, Any] | None:
+    path = asset_dir(asset, partition) / "fingerprint.json"
+    if not path.exists():
+        return None
+    return json.loads(path.read_text())
+
+
+def upstream(asset: str, partition: str | None) -> str:
+    """The fingerprint of an upstream partition; a clear error if it was never materialised."""
+    record = stored(asset, partition)
+    if record is None:
+        raise FileNotFoundError(f"{asset}[{partition or 'unpartitioned'}] has not been materialised yet")
+    return record["fingerprint"]
+
+
+def is_current(asset: str, partition: str | None, fingerprint: str, outputs: list[Path]) -> bool:
+    record = stored(asset, partition)
+    return bool(record and record["fingerprint"] == fingerprint and all(p.exists() for p in outputs))
+
+
+def save(asset: str, partition: str | None, fingerprint: str, summary: dict[str, Any]) -> None:
+    folder = asset_dir(asset, partition)
+    folder.mkdir(parents=True, exist_ok=True)
+    tmp = folder / "fingerprint.json.tmp"
+    tmp.write_text(json.dumps({"fingerprint": fingerprint, "summary": summary}, indent=2, default=str))
+    tmp.replace(folder / "fingerprint.json")

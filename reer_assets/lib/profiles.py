@@ -1,0 +1,49 @@
+"""Named run profiles: the knobs a whole materialisation uses unless a run overrides them.
+
+``default`` follows the paper (DESIGN.md §2.6); ``demo`` is small enough for `make demo` to
+finish on two CPU cores. Chosen by REER_PROFILE or by each asset's ``profile`` config field.
+"""
+
+from __future__ import annotations
+
+import os
+from typing import Any
+
+PROFILES: dict[str, dict[str, Any]] = {
+    "default": {
+        "search": {"stop_thresh": 0.25, "max_step": 10, "num_expansion": 2, "temperature": 0.8, "top_p": 0.85,
+                   "top_k": 40, "max_tokens": 8000, "edit_max_tokens": None},
+        "num_rollouts": 1,
+        "synthesis": {"temperature": 0.7, "top_p": 0.9, "top_k": 40, "max_tokens": 256},
+        "finetune": {"epochs": 3, "learning_rate": 1e-3, "batch_size": 4, "max_length": 4096},
+        "benchmark": {"max_tokens": 2048, "temperature": 0.7, "top_p": 0.9, "top_k": 40},
+    },
+    "demo": {
+        "search": {"stop_thresh": 0.25, "max_step": 3, "num_expansion": 2, "temperature": 0.8, "top_p": 0.85,
+                   "top_k": 40, "max_tokens": 640, "edit_max_tokens": 320},
+        "num_rollouts": 1,
+        "synthesis": {"temperature": 0.7, "top_p": 0.9, "top_k": 40, "max_tokens": 96},
+        "finetune": {"epochs": 2, "learning_rate": 1e-3, "batch_size": 4, "max_length": 4096},
+        "benchmark": {"max_tokens": 384, "temperature": 0.7, "top_p": 0.9, "top_k": 40},
+    },
+    # the smallest settings that still exercise every code path (the test suite uses it)
+    "test": {
+        "search": {"stop_thresh": 0.25, "max_step": 2, "num_expansion": 2, "temperature": 0.8, "top_p": 0.85,
+                   "top_k": 40, "max_tokens": 480, "edit_max_tokens": 256},
+        "num_rollouts": 1,
+        "synthesis": {"temperature": 0.7, "top_p": 0.9, "top_k": 40, "max_tokens": 64},
+        "finetune": {"epochs": 1, "learning_rate": 1e-3, "batch_size": 4, "max_length": 4096},
+        "benchmark": {"max_tokens": 64, "temperature": 0.7, "top_p": 0.9, "top_k": 40},
+    },
+}
+
+
+def profile_name(override: str | None = None) -> str:
+    name = override or os.environ.get("REER_PROFILE") or "default"
+    if name not in PROFILES:
+        raise ValueError(f"unknown profile {name!r}: choose one of {', '.join(PROFILES)}")
+    return name
+
+
+def profile(override: str | None = None) -> dict[str, Any]:
+    return PROFILES[profile_name(override)]

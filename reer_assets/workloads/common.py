@@ -1,0 +1,77 @@
+"""What every workload shares: the Pipes entry point and durable per-item checkpoints."""
+
+from __future__ import annotations
+
+import json
+import logging
+import os
+import sys
+import tempfile
+from pathlib import Path
+from typing import Any, Callable, Iterator
+
+Extras = dict[str, Any]
+Log = Callable[[str], None]
+
+
+def pipes_main(run: Callable[[Extras, Log], dict[str, Any]]) -> None:
+    """Run ``run`` under Dagster Pipes; its summary goes back as one custom message."""
+    from dagster_pipes import open_dagster_pipes
+
+    with open_dagster_pipes() as pipes:
+        summary = run(dict(pipes.extras), pipes.log.info)
+        pipes.report_custom_message(summary)
+
+
+def stderr_log(message: str) -> None:
+    print(message, file=sys.stderr, flush=True)
+
+
+def atomic_write_text(path: Path, text: str) -> None:
+    """Write to a temporary name in the same folder, fsync, then rename over ``path``."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
+    try:
+        with os.fdopen(fd, "w", encoding="utf-8") as handle:
+            handle.write(text)
+            handle.flush()
+            os.fsync(handle.fileno())
+        os.replace(tmp, path)
+    except BaseException:
+        if os.path.exists(tmp):
+            os.unlink(tmp)
+        raise
+
+
+class ItemCheckpoints:
+    """One JSON file per finished item; the atomic rename is the completion marker.
+
+    A resumed run skips every item that has a file; a crash leaves only ``*.tmp`` files,
+    which are ignored.
+    """
+
+    def __init__(self, folder: str | Path):
+        self.folder = Path(folder)
+        self.folder.mkdir(parents=True, exist_ok=True)
+
+    def _path(self, item_id: str) -> Path:
+        return self.folder / f"{item_id}.json"
+
+    def has(self, item_id: str) -> bool:
+        return self._path(item_id).exists()
+
+    def load(self, item_id: str) -> dict[str, Any]:
+        return json.loads(self._path(item_id).read_text(encoding="utf-8"))
+
+    def save(self, item_id: str, payload: dict[str, Any]) -> None:
+        atomic_write_text(self._path(item_id), json.dumps(payload, ensure_ascii=False))
+
+    def __iter__(self) -> Iterator[dict[str, Any]]:
+        for path in sorted(self.folder.glob("*.json")):
+            yield json.loads(path.read_text(encoding="utf-8"))
+
+
+def quiet_libraries() -> None:
+    for name in ("transformers", "torch", "httpx", "urllib3"):
+        logging.getLogger(name).setLevel(logging.WARNING)
+    os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")

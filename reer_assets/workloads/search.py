@@ -1,0 +1,136 @@
+"""Workload: the REER search for every accepted (query, reference) of a partition.
+
+extras: queries (Parquet of synthesized_queries), out_dir (Parquet outputs), work (checkpoints),
+config {search{...}, seed, num_rollouts}, config_hash.
+Each finished item is checkpointed atomically, so a killed run resumes where it stopped;
+an item whose model calls fail is recorded as ``failed`` (with the error class) and retried
+by the next run, never saved as a success.
+"""
+
+from __future__ import annotations
+
+import time
+from pathlib import Path
+from typing import Any
+
+import polars as pl
+
+from reer_assets.core.ids import stable_id
+from reer_assets.core.search import ReerSearch, SearchConfig, SearchItem
+from reer_assets.core.trace import SearchTrace
+from reer_assets.workloads.common import Extras, ItemCheckpoints, Log, pipes_main, quiet_libraries
+
+TRAJECTORY_SCHEMA = {
+    "id": pl.String, "query_id": pl.String, "document_id": pl.String, "domain": pl.String, "rollout": pl.Int32,
+    "status": pl.String, "reject_reason": pl.String, "query": pl.String, "reference": pl.String,
+    "initial_score": pl.Float64, "final_score": pl.Float64, "initial_thinking": pl.String,
+    "final_thinking": pl.String, "initial_closed": pl.Boolean, "num_steps": pl.Int32,
+    "generator_model": pl.String, "scorer_model": pl.String, "prompt_set_version": pl.String, "seed": pl.Int64,
+    "prompt_tokens": pl.Int64, "completion_tokens": pl.Int64, "scored_tokens": pl.Int64,
+    "generator_calls": pl.Int64, "scorer_calls": pl.Int64, "config_hash": pl.String, "seconds": pl.Float64,
+    "trace_json": pl.String,
+}
+STEP_SCHEMA = {"id": pl.String, "trajectory_id": pl.String, "step_index": pl.Int32, "segment": pl.String,
+               "choice": pl.Int32, "best_score": pl.Float64}
+CANDIDATE_SCHEMA = {"id": pl.String, "step_id": pl.String, "trajectory_id": pl.String,
+                    "candidate_index": pl.Int32, "text": pl.String, "raw": pl.String, "score": pl.Float64,
+                    "completion_tokens": pl.Int64, "skipped_reason": pl.String, "accepted": pl.Boolean}
+
+
+def trajectory_id(query_row: dict[str, Any], rollout: int, config_hash: str, models: tuple[str, str]) -> str:
+    return stable_id("traj", query_row["id"], rollout, config_hash, *models)
+
+
+def trajectory_row(query_row: dict, traj_id: str, trace: SearchTrace, config_hash: str, seconds: float) -> dict:
+    return {
+        "id": traj_id, "query_id": query_row["id"], "document_id": query_row["document_id"],
+        "domain": query_row["domain"], "rollout": trace.rollout, "status": trace.status,
+        "reject_reason": trace.reject_reason, "query": query_row["query"], "reference": query_row["reference"],
+        "initial_score": trace.initial_score, "final_score": trace.final_score,
+        "initial_thinking": trace.initial_thinking, "final_thinking": trace.final_thinking,
+        "initial_closed": trace.initial_closed, "num_steps": len(trace.steps),
+        "generator_model": trace.generator_model, "scorer_model": trace.scorer_model,
+        "prompt_set_version": trace.prompt_set_version, "seed": trace.seed,
+        "prompt_tokens": trace.tokens["prompt"], "completion_tokens": trace.tokens["completion"],
+        "scored_tokens": trace.tokens["scored"], "generator_calls": trace.tokens["generator_calls"],
+        "scorer_calls": trace.tokens["scorer_calls"], "config_hash": config_hash, "seconds": round(seconds, 3),
+        "trace_json": trace.to_json(),
+    }
+
+
+def failed_row(query_row: dict, traj_id: str, rollout: int, error: BaseException, config_hash: str) -> dict:
+    row = {k: None for k in TRAJECTORY_SCHEMA}
+    row.update({"id": traj_id, "query_id": query_row["id"], "document_id": query_row["document_id"],
+                "domain": query_row["domain"], "rollout": rollout, "status": "failed",
+                "reject_reason": f"{type(error).__name__}: {str(error)[:300]}", "query": query_row["query"],
+                "reference": query_row["reference"], "config_hash": config_hash})
+    return row
+
+
+def explode(rows: list[dict]) -> tuple[pl.DataFrame, pl.DataFrame]:
+    """search_steps and candidates frames from the traces inside trajectory rows."""
+    steps, candidates = [], []
+    for row in rows:
+        if not row.get("trace_json"):
+            continue
+        trace = SearchTrace.from_json(row["trace_json"])
+        for step in trace.steps:
+            step_id = stable_id("step", row["id"], step.index)
+            steps.append({"id": step_id, "trajectory_id": row["id"], "step_index": step.index,
+                          "segment": step.segment, "choice": step.choice, "best_score": step.best_score})
+            for k, cand in enumerate(step.candidates):
+                candidates.append({"id": stable_id("cand", step_id, k), "step_id": step_id, "trajectory_id": row["id"],
+                                   "candidate_index": k, "text": cand.text, "raw": cand.raw, "score": cand.score,
+                                   "completion_tokens": cand.completion_tokens, "skipped_reason": cand.skipped_reason,
+                                   "accepted": step.choice == k})
+    return pl.DataFrame(steps, schema=STEP_SCHEMA), pl.DataFrame(candidates, schema=CANDIDATE_SCHEMA)
+
+
+def run(extras: Extras, log: Log) -> dict:
+    from reer_assets.backends.config import BackendSpec, load_generator, load_scorer
+
+    quiet_libraries()
+    cfg = extras["config"]
+    search_config = SearchConfig(**cfg["search"])
+    queries = pl.read_parquet(extras["queries"]).filter(pl.col("status") == "accepted")
+    checkpoints = ItemCheckpoints(Path(extras["work"]) / "items")
+    gen_spec, scorer_spec = BackendSpec.from_env("generator"), BackendSpec.from_env("scorer")
+    search = None
+    rows, made, reused, failed = [], 0, 0, 0
+    started = time.perf_counter()
+    for query_row in queries.iter_rows(named=True):
+        for rollout in range(cfg.get("num_rollouts", 1)):
+            traj_id = trajectory_id(query_row, rollout, extras["config_hash"], (extras["generator_id"], extras["scorer_id"]))
+            if checkpoints.has(traj_id):
+                rows.append(checkpoints.load(traj_id))
+                reused += 1
+                continue
+            if search is None:
+                search = ReerSearch(load_generator(gen_spec), load_scorer(scorer_spec), search_config, seed=cfg["seed"])
+            t0 = time.perf_counter()
+            try:
+                trace = search.run(SearchItem(query_row["id"], query_row["query"], query_row["reference"]), rollout)
+            except Exception as exc:  # recorded as failed, retried by the next run
+                failed += 1
+                rows.append(failed_row(query_row, traj_id, rollout, exc, extras["config_hash"]))
+                log(f"{query_row['document_id']} rollout {rollout}: FAILED {type(exc).__name__}: {exc}")
+                continue
+            row = trajectory_row(query_row, traj_id, trace, extras["config_hash"], time.perf_counter() - t0)
+            checkpoints.save(traj_id, row)
+            rows.append(row)
+            made += 1
+            log(f"{query_row['document_id']} rollout {rollout}: {trace.status} "
+                f"{trace.initial_score} -> {trace.final_score} in {row['seconds']:.1f}s")
+    out = Path(extras["out_dir"])
+    out.mkdir(parents=True, exist_ok=True)
+    frame = pl.DataFrame(rows, schema=TRAJECTORY_SCHEMA)
+    steps, candidates = explode(rows)
+    frame.write_parquet(out / "trajectories.parquet")
+    steps.write_parquet(out / "search_steps.parquet")
+    candidates.write_parquet(out / "candidates.parquet")
+    return {"rows": frame.height, "made": made, "reused": reused, "failed": failed,
+            "seconds": round(time.perf_counter() - started, 2)}
+
+
+if __name__ == "__main__":
+    pipes_main(run)

@@ -1,0 +1,76 @@
+"""Workload: the request behind each accepted document (given, or back-synthesized).
+
+extras: documents (Parquet of raw_documents), out (Parquet to write), work (checkpoint folder),
+config {temperature, top_p, top_k, max_tokens, seed, qc{...}}, config_hash.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import polars as pl
+
+from reer_assets.core.prompts import prompts_for
+from reer_assets.core.protocols import GenerationRequest, Sampling
+from reer_assets.core.query_qc import QueryQC, parse_synthesized, query_reasons
+from reer_assets.core.search import derive_seed
+from reer_assets.workloads.common import Extras, ItemCheckpoints, Log, pipes_main, quiet_libraries
+
+QUERY_SCHEMA = {
+    "id": pl.String, "document_id": pl.String, "domain": pl.String, "language": pl.String, "query": pl.String,
+    "reference": pl.String, "synthesized": pl.Boolean, "model": pl.String, "raw_output": pl.String,
+    "status": pl.String, "reject_reasons": pl.List(pl.String), "prompt_tokens": pl.Int64,
+    "completion_tokens": pl.Int64, "config_hash": pl.String,
+}
+
+
+def run(extras: Extras, log: Log) -> dict:
+    from reer_assets.backends.config import BackendSpec, load_generator
+    from reer_assets.core.ids import stable_id
+
+    quiet_libraries()
+    cfg = extras["config"]
+    qc = QueryQC(**cfg.get("qc", {}))
+    docs = pl.read_parquet(extras["documents"]).filter(pl.col("status") == "accepted")
+    checkpoints = ItemCheckpoints(extras["work"])
+    generator = None
+    made = reused = 0
+    for doc in docs.iter_rows(named=True):
+        if checkpoints.has(doc["id"]):
+            reused += 1
+            continue
+        raw, model, synthesized, usage = None, None, False, (0, 0)
+        query = doc["given_request"]
+        if not query:
+            if generator is None:
+                generator = load_generator(BackendSpec.from_env("generator"))
+            request = GenerationRequest(
+                messages=prompts_for(doc["text"]).query_synthesis_messages(doc["text"]),
+                n=1,
+                sampling=Sampling(cfg["temperature"], cfg["top_p"], cfg["top_k"], cfg["max_tokens"]),
+                seed=derive_seed(cfg["seed"], doc["id"], "synthesize"),
+            )
+            completion = generator.generate([request])[0][0]
+            raw, model, synthesized = completion.text, generator.model_id, True
+            usage = (completion.prompt_tokens, completion.completion_tokens)
+            query = parse_synthesized(raw)
+        reasons = query_reasons(query, doc["text"], doc["language"], qc)
+        checkpoints.save(doc["id"], {
+            "id": stable_id("qry", doc["id"], query, synthesized, model, extras["config_hash"]),
+            "document_id": doc["id"], "domain": doc["domain"], "language": doc["language"], "query": query,
+            "reference": doc["text"], "synthesized": synthesized, "model": model, "raw_output": raw,
+            "status": "rejected" if reasons else "accepted", "reject_reasons": reasons,
+            "prompt_tokens": usage[0], "completion_tokens": usage[1], "config_hash": extras["config_hash"],
+        })
+        made += 1
+        log(f"query for {doc['id']}: {'synthesized' if synthesized else 'given'}, {'rejected ' + str(reasons) if reasons else 'accepted'}")
+    rows = [checkpoints.load(doc_id) for doc_id in docs["id"].to_list()]
+    frame = pl.DataFrame(rows, schema=QUERY_SCHEMA)
+    Path(extras["out"]).parent.mkdir(parents=True, exist_ok=True)
+    frame.write_parquet(extras["out"])
+    return {"rows": frame.height, "made": made, "reused": reused,
+            "synthesized": int(frame["synthesized"].sum()), "rejected": int((frame["status"] == "rejected").sum())}
+
+
+if __name__ == "__main__":
+    pipes_main(run)

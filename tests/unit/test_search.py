@@ -1,0 +1,158 @@
+"""The local search loop (DESIGN.md §2.5): real embedded model where it matters,
+scripted generators only to force a branch."""
+
+from __future__ import annotations
+
+import json
+
+import pytest
+
+from reer_assets.core.protocols import Completion, GenerationRequest
+from reer_assets.core.search import ReerSearch, SearchConfig, SearchItem
+from reer_assets.core.trace import SearchTrace
+
+PARAGRAPH = "Alright, the user wants a calm piece for new parents, and I will keep every sentence short and warm. "
+
+
+class ScriptedGenerator:
+    """Returns fixed texts: one initial thinking, then the given edit outputs per step."""
+
+    model_id = "scripted"
+
+    def __init__(self, initial: str, edits: list[str], initial_tokens: int = 300):
+        self.initial, self.edits, self.initial_tokens = initial, edits, initial_tokens
+        self.calls: list[GenerationRequest] = []
+
+    def generate(self, requests):
+        out = []
+        for request in requests:
+            self.calls.append(request)
+            if request.prefill.startswith("<think>"):
+                out.append([Completion(self.initial, self.initial_tokens, 10)])
+            else:
+                out.append([Completion(self.edits[k % len(self.edits)], 50, 10) for k in range(request.n)])
+        return out
+
+
+def _thinking(n: int) -> str:
+    return "\n\n".join(f"{PARAGRAPH}Point {i} of the plan." for i in range(n)) + "\n</think>"
+
+
+@pytest.mark.model
+def test_score_never_increases_on_bundled_item(embedded_generator, embedded_scorer, bundled_item):
+    config = SearchConfig(max_step=3, num_expansion=2, max_tokens=600, stop_thresh=0.0)
+    trace = ReerSearch(embedded_generator, embedded_scorer, config, seed=7).run(bundled_item)
+    assert trace.status == "ok", trace.reject_reason
+    previous = trace.initial_score
+    for step in trace.steps:
+        assert step.best_score <= previous
+        if step.choice is not None:
+            assert step.candidates[step.choice].score == step.best_score
+            assert step.best_score < previous
+        previous = step.best_score
+    assert trace.final_score == previous <= trace.initial_score
+    assert len(trace.steps) <= 3
+
+
+@pytest.mark.model
+def test_deterministic_for_a_seed(embedded_generator, embedded_scorer, bundled_item):
+    config = SearchConfig(max_step=2, num_expansion=2, max_tokens=500, stop_thresh=0.0)
+    a = ReerSearch(embedded_generator, embedded_scorer, config, seed=11).run(bundled_item)
+    b = ReerSearch(embedded_generator, embedded_scorer, config, seed=11).run(bundled_item)
+    assert a.to_dict() == b.to_dict()
+
+
+@pytest.mark.model
+def test_stops_once_below_threshold(embedded_scorer, bundled_item):
+    # two edits per step: a real scorer ranks them; we set the threshold between the scores
+    edits = ["<analyze>x</analyze><refine>" + PARAGRAPH + " A sharper idea about the ending.</refine>",
+             "<analyze>y</analyze><refine>" + PARAGRAPH + " I will mirror the opening image at the end.</refine>"]
+    generator = ScriptedGenerator(_thinking(5), edits)
+    free = ReerSearch(generator, embedded_scorer, SearchConfig(max_step=5, stop_thresh=0.0), seed=1).run(bundled_item)
+    accepted = [s for s in free.steps if s.choice is not None]
+    if not accepted:
+        pytest.skip("no candidate beat z0 for this item; the threshold branch cannot be reached")
+    first = accepted[0]
+    threshold = (first.best_score + free.initial_score) / 2
+    stopped = ReerSearch(ScriptedGenerator(_thinking(5), edits), embedded_scorer,
+                         SearchConfig(max_step=5, stop_thresh=threshold), seed=1).run(bundled_item)
+    assert stopped.stopped_reason == "below_threshold"
+    assert len(stopped.steps) == first.index + 1
+    assert stopped.final_score < threshold
+
+
+@pytest.mark.model
+def test_skips_search_when_initial_already_below_threshold(embedded_scorer, bundled_item):
+    generator = ScriptedGenerator(_thinking(4), ["<refine>never used</refine>"])
+    trace = ReerSearch(generator, embedded_scorer, SearchConfig(stop_thresh=100.0), seed=0).run(bundled_item)
+    assert trace.skipped_search and trace.steps == []
+    assert trace.final_score == trace.initial_score
+    assert len(generator.calls) == 1
+
+
+@pytest.mark.model
+def test_respects_max_step_and_keeps_unvisited_segments(embedded_scorer, bundled_item):
+    generator = ScriptedGenerator(_thinking(6), ["<analyze>a</analyze><refine>" + PARAGRAPH + "changed</refine>"])
+    trace = ReerSearch(generator, embedded_scorer, SearchConfig(max_step=2, stop_thresh=0.0), seed=0).run(bundled_item)
+    assert [s.index for s in trace.steps] == [0, 1]
+    assert trace.final_thinking.split("\n\n")[2:] == trace.initial_segments[2:]
+
+
+@pytest.mark.model
+def test_candidates_without_refine_are_skipped(embedded_scorer, bundled_item):
+    generator = ScriptedGenerator(_thinking(3), ["<analyze>only analysis, no rewrite</analyze>", "<refine>unclosed"])
+    trace = ReerSearch(generator, embedded_scorer, SearchConfig(max_step=3, stop_thresh=0.0), seed=0).run(bundled_item)
+    for step in trace.steps:
+        assert step.choice is None
+        assert all(c.score is None and c.skipped_reason == "no_refine_block" for c in step.candidates)
+    assert trace.final_thinking == trace.initial_thinking
+    assert trace.tokens["scorer_calls"] == 1  # only z0 was scored
+
+
+def test_rejects_short_rollout():
+    generator = ScriptedGenerator(_thinking(4), [], initial_tokens=40)
+
+    class NeverScorer:
+        model_id = "never"
+
+        def score(self, requests):
+            raise AssertionError("a rejected rollout must not be scored")
+
+    item = SearchItem("i", "Write a note.", "Some reference text.")
+    trace = ReerSearch(generator, NeverScorer(), SearchConfig(), seed=0).run(item)
+    assert trace.status == "rejected" and trace.reject_reason == "initial_rollout_too_short"
+
+
+def test_rejects_unsegmentable_rollout():
+    generator = ScriptedGenerator("One single thought without any break at all.</think>", [])
+    item = SearchItem("i", "Write a note.", "Some reference text.")
+    trace = ReerSearch(generator, None, SearchConfig(), seed=0).run(item)  # type: ignore[arg-type]
+    assert trace.status == "rejected" and trace.reject_reason == "initial_rollout_unsegmentable"
+
+
+def test_chinese_query_uses_chinese_prompts_and_openers():
+    generator = ScriptedGenerator("x</think>", [], initial_tokens=5)
+    item = SearchItem("zh", "写一篇关于秋天的短文", "秋天来了。")
+    trace = ReerSearch(generator, None, SearchConfig(), seed=3).run(item)  # type: ignore[arg-type]
+    assert trace.language == "zh" and trace.opener in ("好的", "嗯")
+    assert "完成稿" in generator.calls[0].messages[-1]["content"]
+
+
+def test_opener_distribution_follows_weights():
+    from collections import Counter
+    import random
+
+    from reer_assets.core.prompts import ENGLISH
+
+    counts = Counter(ENGLISH.draw_opener(random.Random(s)) for s in range(4000))
+    assert abs(counts["Alright, the user"] / 4000 - 0.48) < 0.03
+    assert abs(counts["Okay, I am given"] / 4000 - 0.2) < 0.03
+
+
+@pytest.mark.model
+def test_trace_round_trips_through_json(embedded_generator, embedded_scorer, bundled_item):
+    config = SearchConfig(max_step=1, num_expansion=2, max_tokens=400, stop_thresh=0.0)
+    trace = ReerSearch(embedded_generator, embedded_scorer, config, seed=5).run(bundled_item)
+    data = json.loads(trace.to_json())
+    assert {"initial_score", "final_score", "steps", "tokens", "generator_model", "prompt_set_version"} <= set(data)
+    assert SearchTrace.from_json(trace.to_json()) == trace
