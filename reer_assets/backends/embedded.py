@@ -30,7 +30,7 @@ from reer_assets.core.objective import ANSWER_OPEN, THINK_CLOSE, THINK_OPEN
 from reer_assets.core.prompts import EDIT_PREFILL, PROMPT_SET_VERSION, prompts_for
 from reer_assets.core.segment import segment
 
-BUILDER_VERSION = "embedded-v3"
+BUILDER_VERSION = "embedded-v4"
 EOS = "<|im_end|>"
 PAD = "<|endoftext|>"
 SPECIAL_TOKENS = [PAD, "<|im_start|>", EOS, "<think>", "</think>", "<answer>", "</answer>",
@@ -50,10 +50,16 @@ class EmbeddedConfig:
     num_heads: int = 4
     num_kv_heads: int = 2
     context_length: int = 4096
-    train_steps: int = 400
-    batch_tokens: int = 3072
-    learning_rate: float = 5e-3
+    train_steps: int = 750
+    batch_tokens: int = 2048
+    learning_rate: float = 4e-3
     warmup_steps: int = 20
+    tag_loss_weight: float = 1.0  # weight of the format tokens (tags, end of turn) in the loss
+    derived_edits_per_example: int = 0
+    inference_examples: int = 10  # worked (query, thinking, answer) examples in the inference format
+    # Training keeps only the last N prompt tokens (the instructions and the text nearest the answer):
+    # several times more epochs in the same minutes; the model still sees full prompts at inference.
+    max_prompt_tokens: int = 384
     seed: int = 1234
 
     def smaller(self, train_steps: int) -> "EmbeddedConfig":
@@ -73,11 +79,15 @@ class TrainingExample:
 # -- worked examples rendered in the engine's exact prompt formats -------------------------------
 
 
-def training_examples() -> list[TrainingExample]:
+def training_examples(derived_edits_per_example: int | None = None, inference_examples: int | None = None) -> list[TrainingExample]:
+    derived_edits_per_example = DEFAULT_CONFIG.derived_edits_per_example if derived_edits_per_example is None else derived_edits_per_example
+    inference_examples = DEFAULT_CONFIG.inference_examples if inference_examples is None else inference_examples
     pieces = data.pieces_by_id()
     thinking = {row["id"]: row for row in data.initial_thinking_examples()}
     examples: list[TrainingExample] = []
-    for row in thinking.values():
+    spread = list(range(0, len(thinking), 3)) + [k for k in range(len(thinking)) if k % 3]
+    with_inference = set(spread[:inference_examples])  # every third example first: all domains, both languages
+    for k, row in enumerate(thinking.values()):
         piece = pieces[row["piece_id"]]
         prompts = prompts_for(row["query"])
         examples.append(TrainingExample(
@@ -85,13 +95,14 @@ def training_examples() -> list[TrainingExample]:
             prompts.initial_thinking_messages(row["query"], piece["text"]),
             THINK_OPEN + row["thinking"] + "\n</think>",
         ))
-        examples.append(TrainingExample(
+        if k in with_inference:
+            examples.append(TrainingExample(
             "inference",
             prompts.inference_messages(row["query"]),
             THINK_OPEN + row["thinking"] + THINK_CLOSE + ANSWER_OPEN + piece["text"] + "\n</answer>",
-        ))
+            ))
     edits = data.segment_edit_examples()
-    for row in edits + list(_derived_edits(thinking, edits)):
+    for row in edits + list(_derived_edits(thinking, edits, derived_edits_per_example)):
         source = thinking[row["thinking_id"]]
         examples.append(_edit_example(row, source, pieces[source["piece_id"]]))
     for piece in pieces.values():
@@ -266,8 +277,8 @@ def train_embedded(config: EmbeddedConfig, out_dir: Path, log=print) -> dict:
     torch.manual_seed(config.seed)
     torch.set_num_threads(max(1, os.cpu_count() or 1))
     tokenizer = train_tokenizer(config)
-    examples = training_examples()
-    sequences, prompt_lengths = [], []
+    examples = training_examples(config.derived_edits_per_example, config.inference_examples)
+    sequences, prompt_lengths, full_lengths = [], [], []
     for ex in examples:
         prompt = tokenizer(tokenizer.apply_chat_template(ex.messages, tokenize=False, add_generation_prompt=True),
                            add_special_tokens=False)["input_ids"]
@@ -275,6 +286,8 @@ def train_embedded(config: EmbeddedConfig, out_dir: Path, log=print) -> dict:
         if len(prompt) + len(completion) > config.context_length:
             raise ValueError(f"a {ex.kind} example has {len(prompt) + len(completion)} tokens, "
                              f"over the context of {config.context_length}")
+        full_lengths.append(len(prompt) + len(completion))
+        prompt = prompt[-config.max_prompt_tokens :]
         sequences.append(prompt + completion)
         prompt_lengths.append(len(prompt))
     model = LlamaForCausalLM(LlamaConfig(
@@ -285,6 +298,7 @@ def train_embedded(config: EmbeddedConfig, out_dir: Path, log=print) -> dict:
         bos_token_id=None,
     ))
     params = sum(p.numel() for p in model.parameters())
+    format_ids = torch.tensor(tokenizer.convert_tokens_to_ids(SPECIAL_TOKENS[2:]))
     optimizer = torch.optim.AdamW(model.parameters(), lr=config.learning_rate, weight_decay=0.01, betas=(0.9, 0.95))
 
     def lr_at(step: int) -> float:
@@ -313,7 +327,16 @@ def train_embedded(config: EmbeddedConfig, out_dir: Path, log=print) -> dict:
             # loss on the assistant turn only: the model must answer prompts, not recite them
             labels[row, prompt_lengths[i] : len(seq)] = torch.tensor(seq[prompt_lengths[i] :])
             mask[row, : len(seq)] = 1
-        loss = model(input_ids=ids, attention_mask=mask, labels=labels).loss
+        # vocabulary logits only where a token is predicted for the loss (the assistant turn)
+        hidden = model.model(input_ids=ids, attention_mask=mask).last_hidden_state[:, :-1]
+        targets = labels[:, 1:]
+        scored = targets != -100
+        logits = model.lm_head(hidden[scored]).float()
+        token_loss = torch.nn.functional.cross_entropy(logits, targets[scored], reduction="none")
+        weights = torch.ones_like(token_loss)
+        if config.tag_loss_weight != 1.0:
+            weights = torch.where(torch.isin(targets[scored], format_ids), weights * config.tag_loss_weight, weights)
+        loss = (token_loss * weights).sum() / weights.sum()
         loss.backward()
         torch.nn.utils.clip_grad_norm_(model.parameters(), 1.0)
         optimizer.step()
@@ -335,7 +358,7 @@ def train_embedded(config: EmbeddedConfig, out_dir: Path, log=print) -> dict:
     report = {
         "key": build_key(config), "config": asdict(config), "parameters": params,
         "examples": {k: sum(1 for e in examples if e.kind == k) for k in sorted({e.kind for e in examples})},
-        "longest_example_tokens": max(lengths), "tokens_seen": tokens_seen,
+        "longest_example_tokens": max(full_lengths), "tokens_seen": tokens_seen,
         "final_loss": sum(tail) / len(tail), "train_seconds": round(seconds, 1),
         "prompt_set_version": PROMPT_SET_VERSION, "builder": BUILDER_VERSION,
     }

@@ -34,6 +34,13 @@ class ScriptedGenerator:
         return out
 
 
+class NeverScorer:
+    model_id = "never"
+
+    def score(self, requests):
+        raise AssertionError("a rejected rollout must not be scored")
+
+
 def _thinking(n: int) -> str:
     return "\n\n".join(f"{PARAGRAPH}Point {i} of the plan." for i in range(n)) + "\n</think>"
 
@@ -62,23 +69,38 @@ def test_deterministic_for_a_seed(embedded_generator, embedded_scorer, bundled_i
     assert a.to_dict() == b.to_dict()
 
 
-@pytest.mark.model
-def test_stops_once_below_threshold(embedded_scorer, bundled_item):
-    # two edits per step: a real scorer ranks them; we set the threshold between the scores
+class OverlapScorer:
+    """Forces the threshold branch: the more reference words a thinking contains, the likelier the
+    reference (log-prob per token = -2 x share of reference words missing from the thinking)."""
+
+    model_id = "overlap"
+
+    def score(self, requests):
+        from reer_assets.core.protocols import ScoreResult
+
+        results = []
+        for r in requests:
+            words = set(r.continuation.lower().split())
+            thinking = r.prefix.lower()
+            missing = sum(1 for w in words if w not in thinking) / max(1, len(words))
+            results.append(ScoreResult([-2.0 * missing] * 8))
+        return results
+
+
+def test_stops_once_below_threshold(bundled_item):
+    preview = " ".join(bundled_item.reference.split()[-120:])
     edits = ["<analyze>x</analyze><refine>" + PARAGRAPH + " A sharper idea about the ending.</refine>",
-             "<analyze>y</analyze><refine>" + PARAGRAPH + " I will mirror the opening image at the end.</refine>"]
-    generator = ScriptedGenerator(_thinking(5), edits)
-    free = ReerSearch(generator, embedded_scorer, SearchConfig(max_step=5, stop_thresh=0.0), seed=1).run(bundled_item)
-    accepted = [s for s in free.steps if s.choice is not None]
-    if not accepted:
-        pytest.skip("no candidate beat z0 for this item; the threshold branch cannot be reached")
-    first = accepted[0]
+             "<analyze>y</analyze><refine>I will write this: " + preview + "</refine>"]
+    free = ReerSearch(ScriptedGenerator(_thinking(5), edits), OverlapScorer(),
+                      SearchConfig(max_step=5, stop_thresh=0.0), seed=1).run(bundled_item)
+    first = next(s for s in free.steps if s.choice is not None)
+    assert first.index == 0 and first.choice == 1
     threshold = (first.best_score + free.initial_score) / 2
-    stopped = ReerSearch(ScriptedGenerator(_thinking(5), edits), embedded_scorer,
+    stopped = ReerSearch(ScriptedGenerator(_thinking(5), edits), OverlapScorer(),
                          SearchConfig(max_step=5, stop_thresh=threshold), seed=1).run(bundled_item)
     assert stopped.stopped_reason == "below_threshold"
-    assert len(stopped.steps) == first.index + 1
-    assert stopped.final_score < threshold
+    assert len(stopped.steps) == 1 and len(free.steps) == 5
+    assert stopped.final_score < threshold <= stopped.initial_score
 
 
 @pytest.mark.model
@@ -111,13 +133,6 @@ def test_candidates_without_refine_are_skipped(embedded_scorer, bundled_item):
 
 def test_rejects_short_rollout():
     generator = ScriptedGenerator(_thinking(4), [], initial_tokens=40)
-
-    class NeverScorer:
-        model_id = "never"
-
-        def score(self, requests):
-            raise AssertionError("a rejected rollout must not be scored")
-
     item = SearchItem("i", "Write a note.", "Some reference text.")
     trace = ReerSearch(generator, NeverScorer(), SearchConfig(), seed=0).run(item)
     assert trace.status == "rejected" and trace.reject_reason == "initial_rollout_too_short"
@@ -126,14 +141,14 @@ def test_rejects_short_rollout():
 def test_rejects_unsegmentable_rollout():
     generator = ScriptedGenerator("One single thought without any break at all.</think>", [])
     item = SearchItem("i", "Write a note.", "Some reference text.")
-    trace = ReerSearch(generator, None, SearchConfig(), seed=0).run(item)  # type: ignore[arg-type]
+    trace = ReerSearch(generator, NeverScorer(), SearchConfig(), seed=0).run(item)
     assert trace.status == "rejected" and trace.reject_reason == "initial_rollout_unsegmentable"
 
 
 def test_chinese_query_uses_chinese_prompts_and_openers():
     generator = ScriptedGenerator("x</think>", [], initial_tokens=5)
     item = SearchItem("zh", "写一篇关于秋天的短文", "秋天来了。")
-    trace = ReerSearch(generator, None, SearchConfig(), seed=3).run(item)  # type: ignore[arg-type]
+    trace = ReerSearch(generator, NeverScorer(), SearchConfig(), seed=3).run(item)
     assert trace.language == "zh" and trace.opener in ("好的", "嗯")
     assert "完成稿" in generator.calls[0].messages[-1]["content"]
 

@@ -93,7 +93,7 @@ def filtered_dataset(context: dg.AssetExecutionContext, config: FilterRunConfig,
         frame = filter_trajectories(trajectories, filters, cfg_hash)
         out.parent.mkdir(parents=True, exist_ok=True)
         frame.write_parquet(out)
-        lineage.write({"dataset_rows": stamp("dataset_rows", frame, context.run_id, domain)})
+        lineage.write({"dataset_rows": stamp("dataset_rows", frame, context.run.run_id, domain)})
     accepted = frame.filter(pl.col("status") == "accepted")
     funnel = {"trajectories": frame.height, "accepted": accepted.height, "rejected": frame.height - accepted.height}
     fingerprints.save("filtered_dataset", domain, fingerprint, funnel)
@@ -160,7 +160,7 @@ def sft_dataset(context: dg.AssetExecutionContext, lineage: LineageResource) -> 
     lineage.write({
         "datasets": pl.DataFrame([{
             "id": version, "name": "sft", "row_count": chat.height, "parquet_path": str(folder / "train.parquet"),
-            "jsonl_path": str(folder / "train.jsonl"), "card_path": str(folder / "README.md"), "run_id": context.run_id,
+            "jsonl_path": str(folder / "train.jsonl"), "card_path": str(folder / "README.md"), "run_id": context.run.run_id,
         }]),
         "dataset_members": pl.DataFrame({"dataset_id": [version] * chat.height, "dataset_row_id": chat["id"].to_list()},
                                         schema={"dataset_id": pl.String, "dataset_row_id": pl.String}),

@@ -69,7 +69,7 @@ def benchmark_scores(
         }, env={})
     frame = pl.read_parquet(out)
     if not reused:
-        lineage.write({"benchmark_results": frame.with_columns(pl.lit(context.run_id).alias("run_id"))})
+        lineage.write({"benchmark_results": frame.with_columns(pl.lit(context.run.run_id).alias("run_id"))})
     table = summary_table(frame)
     overall = {row["model_label"]: row for row in table.filter(pl.col("domain") == "all").iter_rows(named=True)}
     fingerprints.save("benchmark_scores", None, fingerprint, {"rows": frame.height})

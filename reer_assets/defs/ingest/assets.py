@@ -43,7 +43,7 @@ def raw_documents(context: dg.AssetExecutionContext, config: IngestConfig, linea
     reused = fingerprints.is_current("raw_documents", domain, fingerprint, [out])
     if not reused:
         frame.write_parquet(out)
-        lineage.write({"documents": stamp("documents", frame, context.run_id, domain)})
+        lineage.write({"documents": stamp("documents", frame, context.run.run_id, domain)})
     accepted = int((frame["status"] == "accepted").sum())
     summary = {"rows": frame.height, "accepted": accepted, "rejected": frame.height - accepted}
     fingerprints.save("raw_documents", domain, fingerprint, summary)

@@ -92,9 +92,9 @@ def refined_trajectories(
     candidates = pl.read_parquet(out_dir / "candidates.parquet")
     if not reused:
         lineage.write({
-            "trajectories": stamp("trajectories", frame, context.run_id, domain),
-            "search_steps": stamp("search_steps", steps, context.run_id, domain),
-            "candidates": stamp("candidates", candidates, context.run_id, domain),
+            "trajectories": stamp("trajectories", frame, context.run.run_id, domain),
+            "search_steps": stamp("search_steps", steps, context.run.run_id, domain),
+            "candidates": stamp("candidates", candidates, context.run.run_id, domain),
         })
     status_counts = dict(frame.group_by("status").len().iter_rows())
     failed = status_counts.get("failed", 0)

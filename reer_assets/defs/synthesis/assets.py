@@ -69,7 +69,7 @@ def synthesized_queries(
         }, env=generator.workload_env())
     frame = pl.read_parquet(out)
     if not reused:
-        lineage.write({"queries": stamp("queries", frame, context.run_id, domain)})
+        lineage.write({"queries": stamp("queries", frame, context.run.run_id, domain)})
     accepted = int((frame["status"] == "accepted").sum())
     fingerprints.save("synthesized_queries", domain, fingerprint, {"rows": frame.height, "accepted": accepted})
     context.log.info(f"[{domain}] {frame.height} queries, {accepted} accepted, profile {profile_name(config.profile)}")

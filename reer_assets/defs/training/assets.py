@@ -96,7 +96,7 @@ def finetuned_checkpoint(
         lineage.write({"checkpoints": pl.DataFrame([{
             "id": checkpoint_id, "dataset_id": dataset["version"], "base_model": base["model_id"], "path": str(out_dir),
             "train_loss": report["train_loss"], "train_examples": report["examples"],
-            "config_json": json.dumps(train_config), "run_id": context.run_id,
+            "config_json": json.dumps(train_config), "run_id": context.run.run_id,
         }])})
     fingerprints.save("finetuned_checkpoint", None, fingerprint, record)
     return dg.MaterializeResult(
