@@ -25,17 +25,19 @@ def main() -> int:
     started = time.perf_counter()
     instance = dg.DagsterInstance.get()
     print(f"DAGSTER_HOME={dagster_home()}  profile={os.environ['REER_PROFILE']}", flush=True)
+    quiet = {"loggers": {"console": {"config": {"log_level": "WARNING"}}}}
     timings = {}
     for domain in domain_names():
         t0 = time.perf_counter()
         result = defs.get_job_def("domain_pipeline_job").execute_in_process(
-            partition_key=domain, instance=instance, raise_on_error=False)
+            partition_key=domain, instance=instance, raise_on_error=False, run_config=quiet)
         timings[domain] = time.perf_counter() - t0
         print(f"  {domain:<22} {'ok' if result.success else 'FAILED'} in {timings[domain]:.0f}s", flush=True)
         if not result.success:
             return 1
     t0 = time.perf_counter()
-    result = defs.get_job_def("model_pipeline_job").execute_in_process(instance=instance, raise_on_error=False)
+    result = defs.get_job_def("model_pipeline_job").execute_in_process(instance=instance, raise_on_error=False,
+                                                                      run_config=quiet)
     timings["model_pipeline"] = time.perf_counter() - t0
     print(f"  {'dataset+train+bench':<22} {'ok' if result.success else 'FAILED'} in {timings['model_pipeline']:.0f}s", flush=True)
     if not result.success:

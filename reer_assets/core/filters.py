@@ -32,6 +32,7 @@ class FilterConfig:
     max_thinking_cjk_share_en: float = 0.1
     minhash_threshold: float = 0.85
     minhash_num_perm: int = 64
+    reject_malformed_tags: bool = True  # the demo/test profiles turn this off for the toy embedded model
     max_final_score: float | None = None  # off by default
     require_improvement: bool = False  # off by default
 
@@ -65,10 +66,12 @@ def row_reasons(query: str, thinking: str, reference: str, trace: dict[str, Any]
     if trace.get("status") != "ok":
         return [f"search_{trace.get('status')}:{trace.get('reject_reason') or 'unknown'}"]
     language = prompt_language(query)
-    if not trace.get("initial_closed", True):
+    if config.reject_malformed_tags and not trace.get("initial_closed", True):
         reasons.append("malformed_tags:unclosed_think")
-    if TAG.search(thinking):
+    if config.reject_malformed_tags and TAG.search(thinking):
         reasons.append("malformed_tags:tag_inside_thinking")
+    if "\ufffd" in thinking:
+        reasons.append("invalid_characters")
     if tail_cue_count(thinking, config) > config.max_tail_cues:
         reasons.append("unconcluded_thinking")
     if top3_trigram_share(thinking) > config.max_top3_trigram_share:

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from dataclasses import asdict, dataclass
 
-from reer_assets.core.filters import longest_overlap
+from reer_assets.core.filters import TAG, longest_overlap
 from reer_assets.core.language import prompt_language
 
 
@@ -37,6 +37,10 @@ def query_reasons(query: str, text: str, text_language: str, qc: QueryQC = Query
         reasons.append(f"query_too_long:{len(query)}>{qc.max_chars}")
     if longest_overlap(query, text) > qc.max_copy_chars:
         reasons.append("query_copies_text")
+    if TAG.search(query) or "<|im_" in query:
+        reasons.append("query_contains_tags")
+    if "\ufffd" in query:
+        reasons.append("query_invalid_characters")
     if prompt_language(query) != text_language:
         reasons.append(f"query_wrong_language:{prompt_language(query)}!={text_language}")
     return reasons

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import json
+
 import polars as pl
 
 from reer_assets.lib.metadata import reason_counts
@@ -14,7 +16,7 @@ def _stats(frame: pl.DataFrame, column: str) -> str:
     return f"mean {values.mean():.3f}, median {values.median():.3f}, min {values.min():.3f}, max {values.max():.3f}"
 
 
-def render_card(version: str, full: pl.DataFrame, accepted: pl.DataFrame) -> str:
+def render_card(version: str, full: pl.DataFrame, accepted: pl.DataFrame, filters: dict | None = None) -> str:
     lines = [
         f"# REER SFT dataset `{version}`",
         "",
@@ -46,4 +48,10 @@ def render_card(version: str, full: pl.DataFrame, accepted: pl.DataFrame) -> str
     ]
     for reason, count in reason_counts(full).items():
         lines.append(f"| {reason} | {count} |")
+    settings = {json.dumps(v, sort_keys=True) for v in (filters or {}).values() if v}
+    if settings:
+        lines += ["", "## Filter settings", ""]
+        lines += [f"- `{s}`" for s in sorted(settings)]
+        if any('"reject_malformed_tags": false' in s for s in settings):
+            lines += ["", "Note: the malformed-tag filter was off (demo/test profile for the toy embedded model)."]
     return "\n".join(lines) + "\n"

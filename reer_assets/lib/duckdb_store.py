@@ -94,4 +94,4 @@ def write_many(frames: dict[str, pl.DataFrame], path: Path | None = None) -> dic
 def query(sql: str, params: list | None = None, path: Path | None = None) -> pl.DataFrame:
     """A read-only query as a Polars frame."""
     with connect(path, read_only=True) as con:
-        return pl.from_arrow(con.execute(sql, params or []).to_arrow_table())
+        return pl.from_arrow(con.sql(sql, params=params or None).to_arrow_table())

@@ -17,14 +17,17 @@ PROFILES: dict[str, dict[str, Any]] = {
         "synthesis": {"temperature": 0.7, "top_p": 0.9, "top_k": 40, "max_tokens": 256},
         "finetune": {"epochs": 3, "learning_rate": 1e-3, "batch_size": 4, "max_length": 4096},
         "benchmark": {"max_tokens": 2048, "temperature": 0.7, "top_p": 0.9, "top_k": 40},
+        "filters": {},
     },
     "demo": {
         "search": {"stop_thresh": 0.25, "max_step": 3, "num_expansion": 2, "temperature": 0.8, "top_p": 0.85,
                    "top_k": 40, "max_tokens": 640, "edit_max_tokens": 320},
-        "num_rollouts": 1,
+        "num_rollouts": 2,
         "synthesis": {"temperature": 0.7, "top_p": 0.9, "top_k": 40, "max_tokens": 96},
         "finetune": {"epochs": 2, "learning_rate": 1e-3, "batch_size": 4, "max_length": 4096},
         "benchmark": {"max_tokens": 384, "temperature": 0.7, "top_p": 0.9, "top_k": 40},
+        # the toy embedded model rarely writes clean tags; the demo keeps such rows to show the whole graph
+        "filters": {"reject_malformed_tags": False},
     },
     # the smallest settings that still exercise every code path (the test suite uses it)
     "test": {
@@ -34,6 +37,7 @@ PROFILES: dict[str, dict[str, Any]] = {
         "synthesis": {"temperature": 0.7, "top_p": 0.9, "top_k": 40, "max_tokens": 64},
         "finetune": {"epochs": 1, "learning_rate": 1e-3, "batch_size": 4, "max_length": 4096},
         "benchmark": {"max_tokens": 64, "temperature": 0.7, "top_p": 0.9, "top_k": 40},
+        "filters": {"reject_malformed_tags": False},
     },
 }
 

@@ -18,6 +18,7 @@ from reer_assets.lib.domains import domain_names
 from reer_assets.lib.lineage import stamp
 from reer_assets.lib.metadata import counts_table, mean, preview, reason_counts
 from reer_assets.lib.paths import asset_dir, dataset_dir
+from reer_assets.lib.profiles import profile
 
 DATASET_COLUMNS = {
     "id": pl.String, "trajectory_id": pl.String, "query_id": pl.String, "document_id": pl.String,
@@ -28,17 +29,22 @@ DATASET_COLUMNS = {
 
 
 class FilterRunConfig(dg.Config):
-    max_tail_cues: int = 2
-    max_top3_trigram_share: float = 0.20
-    min_thinking_units: int = 60
-    max_thinking_units: int = 3000
-    max_copy_chars: int = 160
-    minhash_threshold: float = 0.85
+    """Filter thresholds; unset fields come from the profile's ``filters`` (then FilterConfig defaults)."""
+
+    profile: Optional[str] = None
+    max_tail_cues: Optional[int] = None
+    max_top3_trigram_share: Optional[float] = None
+    min_thinking_units: Optional[int] = None
+    max_thinking_units: Optional[int] = None
+    max_copy_chars: Optional[int] = None
+    minhash_threshold: Optional[float] = None
+    reject_malformed_tags: Optional[bool] = None
     max_final_score: Optional[float] = None
-    require_improvement: bool = False
+    require_improvement: Optional[bool] = None
 
     def filter_config(self) -> FilterConfig:
-        return FilterConfig(**self.model_dump())
+        overrides = {k: v for k, v in self.model_dump().items() if k != "profile" and v is not None}
+        return FilterConfig(**{**profile(self.profile).get("filters", {}), **overrides})
 
 
 def filter_trajectories(trajectories: pl.DataFrame, config: FilterConfig, cfg_hash: str) -> pl.DataFrame:
@@ -61,7 +67,21 @@ def filter_trajectories(trajectories: pl.DataFrame, config: FilterConfig, cfg_ha
             "reference": t["reference"], "initial_score": t["initial_score"], "final_score": t["final_score"],
             "status": "rejected" if reasons else "accepted", "reject_reasons": reasons, "config_hash": cfg_hash,
         })
-    return pl.DataFrame(rows, schema=DATASET_COLUMNS)
+    return keep_best_rollout(pl.DataFrame(rows, schema=DATASET_COLUMNS))
+
+
+def keep_best_rollout(frame: pl.DataFrame) -> pl.DataFrame:
+    """With several rollouts of one query accepted, keep the lowest final score; reject the rest."""
+    accepted = frame.filter(pl.col("status") == "accepted").sort(["query_id", "final_score", "id"])
+    best = accepted.unique(subset="query_id", keep="first", maintain_order=True).select("query_id", pl.col("id").alias("best_id"))
+    flagged = frame.join(best, on="query_id", how="left").with_columns(
+        worse=(pl.col("status") == "accepted") & (pl.col("id") != pl.col("best_id")))
+    return flagged.with_columns(
+        status=pl.when(pl.col("worse")).then(pl.lit("rejected")).otherwise(pl.col("status")),
+        reject_reasons=pl.when(pl.col("worse"))
+        .then(pl.col("reject_reasons").list.concat(pl.concat_list(pl.concat_str(pl.lit("worse_rollout_than:"), pl.col("best_id")))))
+        .otherwise(pl.col("reject_reasons")),
+    ).select(list(DATASET_COLUMNS))
 
 
 @dg.asset(
@@ -96,7 +116,7 @@ def filtered_dataset(context: dg.AssetExecutionContext, config: FilterRunConfig,
         lineage.write({"dataset_rows": stamp("dataset_rows", frame, context.run.run_id, domain)})
     accepted = frame.filter(pl.col("status") == "accepted")
     funnel = {"trajectories": frame.height, "accepted": accepted.height, "rejected": frame.height - accepted.height}
-    fingerprints.save("filtered_dataset", domain, fingerprint, funnel)
+    fingerprints.save("filtered_dataset", domain, fingerprint, {**funnel, "filters": filters.to_dict()})
     context.log.info(f"[{domain}] filter funnel {funnel}")
     return dg.MaterializeResult(
         metadata={
@@ -152,7 +172,8 @@ def sft_dataset(context: dg.AssetExecutionContext, lineage: LineageResource) -> 
     folder.mkdir(parents=True, exist_ok=True)
     chat.write_parquet(folder / "train.parquet")
     chat.write_ndjson(folder / "train.jsonl")
-    card = render_card(version, full, accepted)
+    filter_settings = {d: (fingerprints.stored("filtered_dataset", d) or {}).get("summary", {}).get("filters") for d in domains}
+    card = render_card(version, full, accepted, filter_settings)
     (folder / "README.md").write_text(card, encoding="utf-8")
     latest = asset_dir("sft_dataset", None)
     latest.mkdir(parents=True, exist_ok=True)

@@ -76,6 +76,11 @@ def finetuned_checkpoint(
     """
     base = read_pointer("base_model")
     dataset = read_pointer("sft_dataset")
+    if not dataset["rows"]:
+        raise dg.Failure(
+            f"sft_dataset {dataset['version']} has no accepted rows, so there is nothing to fine-tune on; "
+            "see the reject_reasons of filtered_dataset (or relax its filter config)",
+        )
     train_config = config.resolved()
     checkpoint_id = stable_id("ckpt", base["model_id"], dataset["version"], train_config)
     out_dir = checkpoint_dir(checkpoint_id)
