@@ -54,8 +54,6 @@ class EmbeddedConfig:
     batch_tokens: int = 2048
     learning_rate: float = 4e-3
     warmup_steps: int = 20
-    tag_loss_weight: float = 1.0  # weight of the format tokens (tags, end of turn) in the loss
-    derived_edits_per_example: int = 0
     inference_examples: int = 10  # worked (query, thinking, answer) examples in the inference format
     # Training keeps only the last N prompt tokens (the instructions and the text nearest the answer):
     # several times more epochs in the same minutes; the model still sees full prompts at inference.
@@ -79,8 +77,7 @@ class TrainingExample:
 # -- worked examples rendered in the engine's exact prompt formats -------------------------------
 
 
-def training_examples(derived_edits_per_example: int | None = None, inference_examples: int | None = None) -> list[TrainingExample]:
-    derived_edits_per_example = DEFAULT_CONFIG.derived_edits_per_example if derived_edits_per_example is None else derived_edits_per_example
+def training_examples(inference_examples: int | None = None) -> list[TrainingExample]:
     inference_examples = DEFAULT_CONFIG.inference_examples if inference_examples is None else inference_examples
     pieces = data.pieces_by_id()
     thinking = {row["id"]: row for row in data.initial_thinking_examples()}
@@ -101,8 +98,7 @@ def training_examples(derived_edits_per_example: int | None = None, inference_ex
             prompts.inference_messages(row["query"]),
             THINK_OPEN + row["thinking"] + THINK_CLOSE + ANSWER_OPEN + piece["text"] + "\n</answer>",
             ))
-    edits = data.segment_edit_examples()
-    for row in edits + list(_derived_edits(thinking, edits, derived_edits_per_example)):
+    for row in data.segment_edit_examples():
         source = thinking[row["thinking_id"]]
         examples.append(_edit_example(row, source, pieces[source["piece_id"]]))
     for piece in pieces.values():
@@ -111,34 +107,6 @@ def training_examples(derived_edits_per_example: int | None = None, inference_ex
                 "query_synthesis", prompts_for(piece["text"]).query_synthesis_messages(piece["text"]), piece["request"]
             ))
     return examples
-
-
-_DERIVED_ANALYSIS = {
-    "en": ("This paragraph starts the right thought but stops after its first sentence. "
-           "It leaves out the specifics the finished piece depends on, so the rewrite restores them."),
-    "zh": "这一段开了个头就停下了，缺少完成稿所依赖的具体内容，改写时要把这些内容补上。",
-}
-
-
-def _first_sentence(paragraph: str) -> str:
-    for mark in ("。", ". ", "？", "? "):
-        if mark in paragraph:
-            return paragraph.split(mark)[0] + mark.strip()
-    return paragraph[: len(paragraph) // 3]
-
-
-def _derived_edits(thinking: dict[str, dict], written: list[dict], per_example: int = 2) -> Iterator[dict]:
-    """Extra segment edits made from the worked thinking: a paragraph cut to its first sentence
-    is the weak segment, the whole paragraph is the rewrite. Teaches the edit format with short analyses."""
-    taken = {(row["thinking_id"], row["segment_index"]) for row in written}
-    for k, (thinking_id, row) in enumerate(sorted(thinking.items())):
-        paragraphs = row["thinking"].split("\n\n")
-        language = "zh" if row["piece_id"].endswith(("-07", "-08")) else "en"
-        candidates = [i for i, p in enumerate(paragraphs)
-                      if p.strip() != "---" and (thinking_id, i) not in taken and len(_first_sentence(p)) < 0.6 * len(p)]
-        for i in candidates[k % 2 :: 2][:per_example]:
-            yield {"thinking_id": thinking_id, "segment_index": i, "weak_segment": _first_sentence(paragraphs[i]),
-                   "analysis": _DERIVED_ANALYSIS[language], "refined": paragraphs[i]}
 
 
 def _edit_example(row: dict, source: dict, piece: dict) -> TrainingExample:
@@ -277,7 +245,7 @@ def train_embedded(config: EmbeddedConfig, out_dir: Path, log=print) -> dict:
     torch.manual_seed(config.seed)
     torch.set_num_threads(max(1, os.cpu_count() or 1))
     tokenizer = train_tokenizer(config)
-    examples = training_examples(config.derived_edits_per_example, config.inference_examples)
+    examples = training_examples(config.inference_examples)
     sequences, prompt_lengths, full_lengths = [], [], []
     for ex in examples:
         prompt = tokenizer(tokenizer.apply_chat_template(ex.messages, tokenize=False, add_generation_prompt=True),
@@ -298,7 +266,6 @@ def train_embedded(config: EmbeddedConfig, out_dir: Path, log=print) -> dict:
         bos_token_id=None,
     ))
     params = sum(p.numel() for p in model.parameters())
-    format_ids = torch.tensor(tokenizer.convert_tokens_to_ids(SPECIAL_TOKENS[2:]))
     optimizer = torch.optim.AdamW(model.parameters(), lr=config.learning_rate, weight_decay=0.01, betas=(0.9, 0.95))
 
     def lr_at(step: int) -> float:
@@ -333,10 +300,7 @@ def train_embedded(config: EmbeddedConfig, out_dir: Path, log=print) -> dict:
         scored = targets != -100
         logits = model.lm_head(hidden[scored]).float()
         token_loss = torch.nn.functional.cross_entropy(logits, targets[scored], reduction="none")
-        weights = torch.ones_like(token_loss)
-        if config.tag_loss_weight != 1.0:
-            weights = torch.where(torch.isin(targets[scored], format_ids), weights * config.tag_loss_weight, weights)
-        loss = (token_loss * weights).sum() / weights.sum()
+        loss = token_loss.sum() / token_loss.numel()
         loss.backward()
         torch.nn.utils.clip_grad_norm_(model.parameters(), 1.0)
         optimizer.step()
