@@ -28,6 +28,7 @@ from typing import Iterator
 from reer_assets import data
 from reer_assets.core.objective import ANSWER_OPEN, THINK_CLOSE, THINK_OPEN
 from reer_assets.core.prompts import EDIT_PREFILL, PROMPT_SET_VERSION, prompts_for
+from reer_assets.core.search import is_draft
 from reer_assets.core.segment import segment
 
 BUILDER_VERSION = "embedded-v4"
@@ -59,9 +60,6 @@ class EmbeddedConfig:
     # several times more epochs in the same minutes; the model still sees full prompts at inference.
     max_prompt_tokens: int = 384
     seed: int = 1234
-
-    def smaller(self, train_steps: int) -> "EmbeddedConfig":
-        return EmbeddedConfig(**{**asdict(self), "train_steps": train_steps})
 
 
 DEFAULT_CONFIG = EmbeddedConfig()
@@ -118,8 +116,6 @@ def _edit_example(row: dict, source: dict, piece: dict) -> TrainingExample:
     target = next(i for i, s in enumerate(weak.segments) if row["weak_segment"] in s)
     refined = weak.segments[target].replace(row["weak_segment"], row["refined"] or original)
     after = segment(source["thinking"]).segments[target + 1 :]
-    from reer_assets.core.search import is_draft  # local: search imports prompts, no cycle at module load
-
     prompts = prompts_for(source["query"])
     messages = prompts.segment_edit_messages(
         source["query"], piece["text"], weak.segments[:target], weak.segments[target], list(after),

@@ -5,7 +5,6 @@ from __future__ import annotations
 import re
 from dataclasses import dataclass
 
-from reer_assets.core.language import length_units
 
 
 def length_score(required: int, produced: int) -> float:
@@ -46,7 +45,3 @@ def check_format(output: str) -> FormatCheck:
         match = _ANSWER.search(after)
         answer = (match.group(1) if match else after).strip()
     return FormatCheck(think_open, bool(closed), bool(answer), answer)
-
-
-def answer_length(output: str, language: str) -> int:
-    return length_units(check_format(output).answer, language)

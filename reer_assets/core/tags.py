@@ -5,7 +5,6 @@ from __future__ import annotations
 import re
 
 _REFINE = re.compile(r"<refine>(.*?)</refine>", re.DOTALL)
-_ANALYZE = re.compile(r"<analyze>(.*?)</analyze>", re.DOTALL)
 
 
 def last_refine(text: str) -> str | None:
@@ -15,11 +14,6 @@ def last_refine(text: str) -> str | None:
         return None
     body = blocks[-1].strip()
     return body or None
-
-
-def analysis(text: str) -> str | None:
-    blocks = _ANALYZE.findall(text)
-    return blocks[-1].strip() if blocks else None
 
 
 def cut_thinking(text: str) -> tuple[str, bool]:

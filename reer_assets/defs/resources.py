@@ -50,9 +50,6 @@ class LineageResource(dg.ConfigurableResource):
     def write(self, frames: dict[str, pl.DataFrame]) -> dict[str, int]:
         return duckdb_store.write_many(frames, self.db_path)
 
-    def query(self, sql: str, params: list | None = None) -> pl.DataFrame:
-        return duckdb_store.query(sql, params, self.db_path)
-
 
 def workload_command(name: str) -> list[str]:
     return [sys.executable, "-m", f"reer_assets.workloads.{name}"]

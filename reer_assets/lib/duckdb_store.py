@@ -64,11 +64,6 @@ def named_query(name: str) -> str:
     return (SQL_DIR / "queries" / f"{name}.sql").read_text()
 
 
-def upsert(table: str, frame: pl.DataFrame, path: Path | None = None) -> int:
-    """Insert-or-replace ``frame`` into ``table`` by primary key, in one transaction."""
-    return write_many({table: frame}, path)[table]
-
-
 def write_many(frames: dict[str, pl.DataFrame], path: Path | None = None) -> dict[str, int]:
     """Several tables in one connection and one transaction (all or nothing)."""
     counts = {}
