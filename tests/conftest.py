@@ -49,3 +49,38 @@ def bundled_item():
 
     piece = next(p for p in data.corpus("creative_writing") if p["language"] == "en")
     return SearchItem(item_id=piece["id"], query=piece["request"], reference=piece["text"])
+
+
+def free_port() -> int:
+    import socket
+
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return sock.getsockname()[1]
+
+
+@pytest.fixture(scope="session")
+def vllm_server(embedded_path, tmp_path_factory):
+    """A real OpenAI-compatible vLLM server for the embedded model on a free loopback port.
+
+    Started once per session (about 30-60 s on two cores) and stopped with its engine
+    process group at the end.
+    """
+    from tests.support.vllm_process import start_vllm_server
+
+    log_path = tmp_path_factory.mktemp("vllm") / "server.log"
+    server = start_vllm_server(str(embedded_path), free_port(), log_path)
+    try:
+        yield server
+    finally:
+        server.stop()
+
+
+@pytest.fixture(scope="session")
+def vllm_engine(embedded_path):
+    """The in-process vLLM engine on the embedded model, loaded once per session."""
+    from reer_assets.backends.vllm_engine import EngineSettings, VLLMEngine
+
+    engine = VLLMEngine(EngineSettings(str(embedded_path)))
+    yield engine
+    engine.close()

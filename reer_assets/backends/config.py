@@ -3,8 +3,12 @@
 The `reer` CLI and the Dagster resources both build a :class:`BackendSpec` per role
 (``generator``, ``scorer``) and call :func:`load_generator` / :func:`load_scorer`.
 Variables: ``REER_<ROLE>_BACKEND`` (embedded | hf | vllm | openai),
-``REER_<ROLE>_MODEL``, ``REER_<ROLE>_BASE_URL``, ``REER_<ROLE>_API_KEY_ENV`` (the
-*name* of the variable that holds the key, never the key itself).
+``REER_<ROLE>_MODEL`` (a local path or a served model name), ``REER_<ROLE>_BASE_URL``
+(openai), ``REER_<ROLE>_API_KEY_ENV`` (the *name* of the variable that holds the key,
+never the key itself), ``REER_<ROLE>_TOKENIZER`` (a local tokenizer for openai scoring or
+completions-mode generation), ``REER_<ROLE>_MAX_IN_FLIGHT``, ``REER_<ROLE>_TIMEOUT_S``,
+``REER_<ROLE>_MAX_ATTEMPTS``, ``REER_<ROLE>_PREFILL_MODE`` (chat | completions),
+``REER_<ROLE>_GPU_MEMORY_UTILIZATION`` (vllm) and ``REER_<ROLE>_DEVICE`` (hf).
 """
 
 from __future__ import annotations
@@ -25,12 +29,20 @@ class BackendSpec:
     base_url: str | None = None
     api_key_env: str | None = None
     device: str | None = None
+    tokenizer: str | None = None
+    max_in_flight: int = 8
+    timeout_s: float = 300.0
+    max_attempts: int = 4
+    prefill_mode: str = "chat"
+    gpu_memory_utilization: float | None = None
 
     def __post_init__(self) -> None:
         if self.backend not in BACKENDS:
             raise ValueError(f"unknown backend {self.backend!r}: choose one of {', '.join(BACKENDS)}")
         if self.backend == "hf" and not self.model:
             raise ValueError("backend 'hf' needs a model path or id: set REER_<ROLE>_MODEL")
+        if self.backend == "openai" and not self.base_url:
+            raise ValueError("backend 'openai' needs a server: set REER_<ROLE>_BASE_URL (e.g. http://127.0.0.1:8000/v1)")
 
     @classmethod
     def from_env(cls, role: str, environ: Mapping[str, str] | None = None) -> "BackendSpec":
@@ -38,31 +50,53 @@ class BackendSpec:
             raise ValueError(f"unknown role {role!r}")
         env = os.environ if environ is None else environ
         prefix = f"REER_{role.upper()}_"
-        return cls(
-            backend=env.get(prefix + "BACKEND") or "embedded",
-            model=env.get(prefix + "MODEL") or None,
-            base_url=env.get(prefix + "BASE_URL") or None,
-            api_key_env=env.get(prefix + "API_KEY_ENV") or None,
-            device=env.get(prefix + "DEVICE") or None,
-        )
+        values: dict = {}
+        for name, kind in ENV_FIELDS.items():
+            raw = env.get(prefix + name.upper())
+            if raw:
+                try:
+                    values[name] = kind(raw)
+                except ValueError as exc:
+                    raise ValueError(f"{prefix + name.upper()}={raw!r} is not a valid {kind.__name__}") from exc
+        return cls(**values)
 
-    def describe(self) -> dict[str, str | None]:
+    def env(self, role: str) -> dict[str, str]:
+        """The REER_<ROLE>_* variables that reproduce this spec in another process."""
+        prefix = f"REER_{role.upper()}_"
+        default = BackendSpec()
+        out = {prefix + "BACKEND": self.backend}
+        for name in ENV_FIELDS:
+            value = getattr(self, name)
+            if value is not None and value != getattr(default, name):
+                out[prefix + name.upper()] = str(value)
+        return out
+
+    def describe(self) -> dict[str, object]:
         """Safe to log and record: names the key's variable, never its value."""
-        return {"backend": self.backend, "model": self.model, "base_url": self.base_url, "api_key_env": self.api_key_env}
+        return {name: getattr(self, name) for name in ENV_FIELDS if getattr(self, name) is not None}
+
+
+ENV_FIELDS: dict[str, type] = {
+    "backend": str, "model": str, "base_url": str, "api_key_env": str, "device": str, "tokenizer": str,
+    "max_in_flight": int, "timeout_s": float, "max_attempts": int, "prefill_mode": str,
+    "gpu_memory_utilization": float,
+}
 
 
 def model_id(spec: BackendSpec) -> str:
     """The id recorded in lineage for a role's model, known without loading it."""
-    if spec.backend == "embedded" and not spec.model:
+    if not spec.model and spec.backend in ("embedded", "vllm"):
         from reer_assets.backends.embedded import build_key
 
-        return f"reer-embedded:{build_key()}"
+        return f"{spec.backend}:reer-embedded:{build_key()}".removeprefix("embedded:")
+    if spec.backend == "openai":
+        return f"openai:{spec.model or 'served-default'}"
     return f"{spec.backend}:{spec.model}"
 
 
 def resolve_model_path(spec: BackendSpec) -> tuple[str, str]:
     """(path to load, model id to record) for the local backends."""
-    if spec.backend == "embedded" and not spec.model:
+    if not spec.model:
         from reer_assets.backends.embedded import ensure_embedded_model
 
         return str(ensure_embedded_model()), model_id(spec)
@@ -77,19 +111,61 @@ def _loaded(path: str, device: str | None):
     return LoadedModel.load(path, device=device)
 
 
+@lru_cache(maxsize=2)
+def _engine(path: str, gpu_memory_utilization: float | None):
+    from reer_assets.backends.vllm_engine import EngineSettings, VLLMEngine
+
+    return VLLMEngine(EngineSettings(path, gpu_memory_utilization=gpu_memory_utilization))
+
+
+@lru_cache(maxsize=4)
+def _client(spec: BackendSpec):
+    from reer_assets.backends.openai_compat import ClientSettings, OpenAIClient
+
+    assert spec.base_url
+    return OpenAIClient(ClientSettings(
+        base_url=spec.base_url, model=spec.model, api_key_env=spec.api_key_env, max_in_flight=spec.max_in_flight,
+        timeout_s=spec.timeout_s, max_attempts=spec.max_attempts, prefill_mode=spec.prefill_mode,
+        tokenizer=spec.tokenizer or _local_model_dir(spec),
+    ))
+
+
+def _local_model_dir(spec: BackendSpec) -> str | None:
+    """Where to read the tokenizer of a served model: the embedded build when none is named."""
+    if spec.model:
+        return spec.model
+    from reer_assets.backends.embedded import ensure_embedded_model
+
+    return str(ensure_embedded_model())
+
+
 def load_generator(spec: BackendSpec):
     if spec.backend in ("embedded", "hf"):
         from reer_assets.backends.hf import HFGenerator
 
-        path, model_id = resolve_model_path(spec)
-        return HFGenerator(_loaded(path, spec.device), model_id=model_id)
-    raise NotImplementedError(f"generator backend {spec.backend!r} is not available yet")
+        path, ident = resolve_model_path(spec)
+        return HFGenerator(_loaded(path, spec.device), model_id=ident)
+    if spec.backend == "vllm":
+        from reer_assets.backends.vllm_engine import VLLMGenerator
+
+        path, ident = resolve_model_path(spec)
+        return VLLMGenerator(_engine(path, spec.gpu_memory_utilization), ident)
+    from reer_assets.backends.openai_compat import OpenAIGenerator
+
+    return OpenAIGenerator(_client(spec), model_id(spec))
 
 
 def load_scorer(spec: BackendSpec):
     if spec.backend in ("embedded", "hf"):
         from reer_assets.backends.hf import HFScorer
 
-        path, model_id = resolve_model_path(spec)
-        return HFScorer(_loaded(path, spec.device), model_id=model_id)
-    raise NotImplementedError(f"scorer backend {spec.backend!r} is not available yet")
+        path, ident = resolve_model_path(spec)
+        return HFScorer(_loaded(path, spec.device), model_id=ident)
+    if spec.backend == "vllm":
+        from reer_assets.backends.vllm_engine import VLLMScorer
+
+        path, ident = resolve_model_path(spec)
+        return VLLMScorer(_engine(path, spec.gpu_memory_utilization), ident)
+    from reer_assets.backends.openai_compat import OpenAIScorer
+
+    return OpenAIScorer(_client(spec), model_id(spec))

@@ -11,6 +11,10 @@ from typing import Protocol, runtime_checkable
 Message = dict[str, str]  # {"role": ..., "content": ...}
 
 
+class PromptTooLongError(ValueError):
+    """The prompt does not fit the model's context: retrying cannot help."""
+
+
 @dataclass(frozen=True)
 class Sampling:
     temperature: float = 0.8
@@ -18,6 +22,8 @@ class Sampling:
     top_k: int = 40
     max_tokens: int = 8000
     stop: tuple[str, ...] = ()
+    # strings the sampler may never emit (every backend bans them at the token level)
+    banned: tuple[str, ...] = ()
 
 
 @dataclass(frozen=True)

@@ -21,6 +21,8 @@ from reer_assets.core.tags import cut_thinking, last_refine
 from reer_assets.core.trace import Candidate, SearchTrace, Step
 
 THINK_PREFILL = "<think>\n"
+INITIAL_BANNED_TAGS = ("<think>", "<analyze>", "</analyze>", "<refine>", "</refine>", "<answer>", "</answer>")
+EDIT_BANNED_TAGS = ("<think>", "</think>", "<answer>", "</answer>")
 _DRAFT_SEPARATOR = re.compile(r"^\s*(-{3,}|—{2,}|\*{3,})\s*$", re.MULTILINE)
 
 
@@ -39,9 +41,13 @@ class SearchConfig:
     min_segment_chars: int = 100
     clip_min: float = -2.0
     clip_max: float = 0.0
+    # Forbid each task's output the tags that belong to the other task (an initial thinking
+    # never holds <refine>, an edit never closes </think>); small models confuse them.
+    ban_foreign_tags: bool = True
 
-    def sampling(self, max_tokens: int | None = None) -> Sampling:
-        return Sampling(self.temperature, self.top_p, self.top_k, max_tokens or self.max_tokens)
+    def sampling(self, max_tokens: int | None = None, banned: tuple[str, ...] = ()) -> Sampling:
+        return Sampling(self.temperature, self.top_p, self.top_k, max_tokens or self.max_tokens,
+                        banned=banned if self.ban_foreign_tags else ())
 
     @property
     def objective(self) -> ObjectiveSettings:
@@ -131,7 +137,7 @@ class ReerSearch:
             messages=prompts.initial_thinking_messages(item.query, item.reference),
             prefill=THINK_PREFILL + opener,
             n=1,
-            sampling=cfg.sampling(),
+            sampling=cfg.sampling(banned=INITIAL_BANNED_TAGS),
             seed=derive_seed(self.seed, item.item_id, rollout, "initial"),
         )
         completion = self._generate([request], trace)[0][0]
@@ -175,7 +181,7 @@ class ReerSearch:
             ),
             prefill=EDIT_PREFILL,
             n=cfg.num_expansion,
-            sampling=cfg.sampling(cfg.edit_max_tokens),
+            sampling=cfg.sampling(cfg.edit_max_tokens, banned=EDIT_BANNED_TAGS),
             seed=derive_seed(self.seed, item.item_id, rollout, "edit", i),
         )
         completions = self._generate([request], trace)[0]

@@ -21,7 +21,9 @@ PROFILES: dict[str, dict[str, Any]] = {
     },
     "demo": {
         "search": {"stop_thresh": 0.25, "max_step": 3, "num_expansion": 2, "temperature": 0.8, "top_p": 0.85,
-                   "top_k": 40, "max_tokens": 640, "edit_max_tokens": 320},
+                   "top_k": 40, "max_tokens": 640, "edit_max_tokens": 320,
+                   # the toy model's closed thinkings are short; the paper-scale floor of 100 drops most
+                   "min_rollout_tokens": 48},
         "num_rollouts": 2,
         "synthesis": {"temperature": 0.7, "top_p": 0.9, "top_k": 40, "max_tokens": 96},
         "finetune": {"epochs": 2, "learning_rate": 1e-3, "batch_size": 4, "max_length": 4096},
@@ -32,7 +34,7 @@ PROFILES: dict[str, dict[str, Any]] = {
     # the smallest settings that still exercise every code path (the test suite uses it)
     "test": {
         "search": {"stop_thresh": 0.25, "max_step": 2, "num_expansion": 2, "temperature": 0.8, "top_p": 0.85,
-                   "top_k": 40, "max_tokens": 480, "edit_max_tokens": 256},
+                   "top_k": 40, "max_tokens": 480, "edit_max_tokens": 256, "min_rollout_tokens": 48},
         "num_rollouts": 1,
         "synthesis": {"temperature": 0.7, "top_p": 0.9, "top_k": 40, "max_tokens": 64},
         "finetune": {"epochs": 1, "learning_rate": 1e-3, "batch_size": 4, "max_length": 4096},

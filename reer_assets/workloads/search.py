@@ -62,9 +62,14 @@ def failed_row(query_row: dict, traj_id: str, rollout: int, error: BaseException
     row = {k: None for k in TRAJECTORY_SCHEMA}
     row.update({"id": traj_id, "query_id": query_row["id"], "document_id": query_row["document_id"],
                 "domain": query_row["domain"], "rollout": rollout, "status": "failed",
-                "reject_reason": f"{type(error).__name__}: {str(error)[:300]}", "query": query_row["query"],
+                "reject_reason": f"{error_class_of(error)}: {str(error)[:300]}", "query": query_row["query"],
                 "reference": query_row["reference"], "config_hash": config_hash})
     return row
+
+
+def error_class_of(error: BaseException) -> str:
+    """The recorded class of a failure: the backend's own (``http_429``, ``timeout``...) or the type name."""
+    return getattr(error, "error_class", None) or type(error).__name__
 
 
 def explode(rows: list[dict]) -> tuple[pl.DataFrame, pl.DataFrame]:

