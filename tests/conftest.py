@@ -51,14 +51,6 @@ def bundled_item():
     return SearchItem(item_id=piece["id"], query=piece["request"], reference=piece["text"])
 
 
-def free_port() -> int:
-    import socket
-
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return sock.getsockname()[1]
-
-
 @pytest.fixture(scope="session")
 def vllm_server(embedded_path, tmp_path_factory):
     """A real OpenAI-compatible vLLM server for the embedded model on a free loopback port.
@@ -66,10 +58,10 @@ def vllm_server(embedded_path, tmp_path_factory):
     Started once per session (about 30-60 s on two cores) and stopped with its engine
     process group at the end.
     """
-    from tests.support.vllm_process import start_vllm_server
+    from reer_assets.backends.vllm_server import start_vllm_server
 
     log_path = tmp_path_factory.mktemp("vllm") / "server.log"
-    server = start_vllm_server(str(embedded_path), free_port(), log_path)
+    server = start_vllm_server(str(embedded_path), None, log_path)
     try:
         yield server
     finally:

