@@ -1,4 +1,5 @@
-"""The `reer` command: build the embedded model, segment, score and search without Dagster."""
+"""The `reer` command: build the embedded model, ingest sources, synthesize a request, segment, score and
+search without Dagster."""
 
 from __future__ import annotations
 
@@ -89,6 +90,69 @@ def cmd_search(args: argparse.Namespace) -> int:
     return 0 if trace.status == "ok" else 3
 
 
+def _key_values(items: list[str]) -> dict:
+    """``key=value`` pairs with YAML values (``min_score=10``, ``strip=true``, ``languages=[en, zh]``)."""
+    import yaml
+
+    options = {}
+    for item in items:
+        key, sep, value = item.partition("=")
+        if not sep or not key.strip():
+            raise ValueError(f"--option expects key=value, got {item!r}")
+        try:
+            options[key.strip()] = yaml.safe_load(value) if value.strip() else None
+        except yaml.YAMLError:
+            options[key.strip()] = value
+    return options
+
+
+def cmd_ingest(args: argparse.Namespace) -> int:
+    from reer_assets.lib.ingest import ingest_path, ingest_summary, public_record
+
+    def printed(rows):
+        for row in rows:
+            if args.jsonl:
+                print(json.dumps(public_record(row), ensure_ascii=False), flush=True)
+            yield row
+
+    summary = ingest_summary(printed(ingest_path(args.reader, args.path, args.domain, _key_values(args.option))))
+    if args.jsonl:
+        _err(json.dumps(summary))
+    else:
+        print(json.dumps(summary, indent=2))
+    return 0
+
+
+def cmd_synthesize_query(args: argparse.Namespace) -> int:
+    from reer_assets.core.cleaning import detect_language, normalize_text
+    from reer_assets.core.protocols import Sampling
+    from reer_assets.core.query_qc import QueryQC, query_reasons
+    from reer_assets.lib.profiles import profile
+
+    text = normalize_text(_read(args.reference))
+    language = detect_language(text)
+    out: dict = {"language": language}
+    if args.query is not None:  # a given request: passes through unchanged, still checked
+        out.update(query=args.query, raw_output=None, model=None, synthesized=False)
+    else:
+        from reer_assets.backends.config import BackendSpec, load_generator
+        from reer_assets.core.query_synthesis import synthesize_query
+
+        settings = {**profile(args.profile)["synthesis"],
+                    **({"max_tokens": args.max_tokens} if args.max_tokens is not None else {})}
+        sampling = Sampling(settings["temperature"], settings["top_p"], settings["top_k"], settings["max_tokens"])
+        made = synthesize_query(load_generator(BackendSpec.from_env("generator")), text, sampling, seed=args.seed)
+        out.update(made.to_dict(), synthesized=True, seed=args.seed)
+    reasons = query_reasons(out["query"], text, language, QueryQC(max_chars=args.max_chars, max_copy_chars=args.max_copy_chars))
+    out.update(status="rejected" if reasons else "accepted", reasons=reasons)
+    if args.json:
+        print(json.dumps(out, ensure_ascii=False, indent=2))
+    else:
+        print(out["query"])
+        _err(f"{out['status']} {reasons or ''}".strip())
+    return 0
+
+
 def _print_table(frame) -> None:
     import polars as pl
 
@@ -143,6 +207,26 @@ def build_parser() -> argparse.ArgumentParser:
     check.add_argument("--max-tokens", type=int, default=768)
     check.add_argument("--seed", type=int, default=0)
     check.set_defaults(func=cmd_model_check)
+
+    ingest = sub.add_parser("ingest", help="read a file or folder with one source reader, clean it, print the records")
+    ingest.add_argument("--reader", required=True, choices=["pairs", "book", "reer", "generic", "inbox"])
+    ingest.add_argument("path", help="a file, a folder, a glob or an fsspec URL")
+    ingest.add_argument("--domain", default="adhoc", help="a domain of domains.yaml brings its languages and cleaning")
+    ingest.add_argument("--option", action="append", default=[], metavar="KEY=VALUE",
+                        help="a reader option or cleaning setting (repeatable), e.g. prompt_field=title min_units=20")
+    ingest.add_argument("--jsonl", action="store_true", help="one JSON object per record (summary on stderr)")
+    ingest.set_defaults(func=cmd_ingest)
+
+    synth = sub.add_parser("synthesize-query", help="write the request behind a text with the generator, and check it")
+    synth.add_argument("--reference", required=True, help="file with the text")
+    synth.add_argument("--query", help="check this given request instead of synthesizing one")
+    synth.add_argument("--seed", type=int, default=0)
+    synth.add_argument("--profile", help="run profile for the sampling settings (default: REER_PROFILE or default)")
+    synth.add_argument("--max-tokens", type=int)
+    synth.add_argument("--max-chars", type=int, default=600, help="longest acceptable request")
+    synth.add_argument("--max-copy-chars", type=int, default=60, help="longest span the request may copy from the text")
+    synth.add_argument("--json", action="store_true")
+    synth.set_defaults(func=cmd_synthesize_query)
 
     seg = sub.add_parser("segment", help="segment a text file by the REER rule")
     seg.add_argument("file")

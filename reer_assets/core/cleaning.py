@@ -6,7 +6,10 @@ import hashlib
 import re
 import unicodedata
 
-from reer_assets.core.language import EN, ZH, cjk_share, length_units
+from reer_assets.core.language import length_units
+from reer_assets.core.language_id import detect_language
+
+__all__ = ["detect_language", "document_reasons", "normalize_text", "text_hash"]
 
 _CONTROL = re.compile(r"[\x00-\x08\x0b\x0c\x0e-\x1f\x7f-\x9f\u200b\ufeff]")
 _INLINE_SPACE = re.compile(r"[ \t\u00a0\u3000]+")
@@ -25,12 +28,20 @@ def text_hash(text: str) -> str:
     return hashlib.sha256(normalize_text(text).encode("utf-8")).hexdigest()
 
 
-def detect_language(text: str) -> str:
-    """en or zh by the share of CJK ideographs (the bundled domains use these two)."""
-    return ZH if cjk_share(text) > 0.3 else EN
+def document_reasons(
+    text: str,
+    language: str,
+    min_units: int,
+    max_units: int,
+    allowed_languages: list[str],
+    min_chars: int = 0,
+    max_chars: int | None = None,
+) -> list[str]:
+    """Every reason a normalised document fails the length and language bounds (empty list: it passes).
 
-
-def document_reasons(text: str, language: str, min_units: int, max_units: int, allowed_languages: list[str]) -> list[str]:
+    Units are words for space-separated languages and characters for Chinese; the character
+    bounds apply to every language (a guard against huge single records).
+    """
     reasons = []
     if not text.strip():
         return ["empty_text"]
@@ -41,6 +52,10 @@ def document_reasons(text: str, language: str, min_units: int, max_units: int, a
         reasons.append(f"too_short:{units}<{min_units}")
     if units > max_units:
         reasons.append(f"too_long:{units}>{max_units}")
+    if len(text) < min_chars:
+        reasons.append(f"too_few_chars:{len(text)}<{min_chars}")
+    if max_chars is not None and len(text) > max_chars:
+        reasons.append(f"too_many_chars:{len(text)}>{max_chars}")
     if allowed_languages and language not in allowed_languages:
         reasons.append(f"language_not_allowed:{language}")
     return reasons

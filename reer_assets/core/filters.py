@@ -112,8 +112,8 @@ class NearDuplicateIndex:
 
         m = MinHash(num_perm=self.num_perm, seed=1)
         normal = re.sub(r"\s+", " ", text.lower()).strip()
-        for i in range(max(1, len(normal) - 4)):
-            m.update(normal[i : i + 5].encode("utf-8"))
+        # update_batch gives the same signature as one update per shingle, about ten times faster
+        m.update_batch([normal[i : i + 5].encode("utf-8") for i in range(max(1, len(normal) - 4))])
         return m
 
     def first_duplicate(self, key: str, text: str) -> str | None:

@@ -5,7 +5,8 @@ from __future__ import annotations
 from dataclasses import asdict, dataclass
 
 from reer_assets.core.filters import TAG, longest_overlap
-from reer_assets.core.language import prompt_language
+from reer_assets.core.language import ZH, prompt_language
+from reer_assets.core.language_id import detect_language
 
 
 @dataclass(frozen=True)
@@ -27,6 +28,8 @@ def parse_synthesized(raw: str) -> str:
 
 
 def query_reasons(query: str, text: str, text_language: str, qc: QueryQC = QueryQC()) -> list[str]:
+    """Every reason a request (synthesized or given) is unfit: empty, too short/long, copies the
+    text, carries tags or broken characters, or is not in the text's language."""
     query = query.strip()
     if not query:
         return ["empty_query"]
@@ -41,6 +44,9 @@ def query_reasons(query: str, text: str, text_language: str, qc: QueryQC = Query
         reasons.append("query_contains_tags")
     if "\ufffd" in query:
         reasons.append("query_invalid_characters")
-    if prompt_language(query) != text_language:
-        reasons.append(f"query_wrong_language:{prompt_language(query)}!={text_language}")
+    query_language = detect_language(query)  # lingua, so a French text needs a French request too
+    if prompt_language(query) == ZH and query_language != "ja":
+        query_language = ZH  # any CJK ideograph selects the Chinese prompt set (DESIGN.md §2.1)
+    if query_language != text_language:
+        reasons.append(f"query_wrong_language:{query_language}!={text_language}")
     return reasons

@@ -1,103 +1,208 @@
-"""Source readers and cleaning for ``raw_documents``: one row per input record, rejects kept."""
+"""Source readers wired to cleaning: one ``raw_documents`` row per input record, rejects kept.
+
+Readers (``reer_assets/sources/``) turn files into :class:`SourceRecord` s; a
+:class:`Cleaner` normalises each one (NFC, no control characters, collapsed whitespace),
+identifies its language and rejects, with every reason kept in the row: read errors, length
+bounds, languages outside the domain's allow-list, exact duplicates (normalised-text hash)
+and near duplicates (MinHash; the first seen is kept and the later one names it).
+"""
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field
+import json
+from collections import Counter
+from dataclasses import asdict, dataclass, fields, replace
 from pathlib import Path
-from typing import Any, Iterator
+from typing import Any, Callable, Iterable, Iterator
 
 import polars as pl
 
-from reer_assets import data
 from reer_assets.core.cleaning import detect_language, document_reasons, normalize_text, text_hash
+from reer_assets.core.filters import NearDuplicateIndex
 from reer_assets.core.ids import stable_id
-from reer_assets.lib.paths import inbox_dir
+from reer_assets.lib.domains import domains_file
+from reer_assets.sources.book import read_book
+from reer_assets.sources.bundled import read_bundled
+from reer_assets.sources.common import SourceRecord
+from reer_assets.sources.generic import read_generic
+from reer_assets.sources.inbox import read_inbox
+from reer_assets.sources.pairs import read_pairs
+from reer_assets.sources.reer import read_reer
 
+__all__ = ["READERS", "CleaningConfig", "Cleaner", "SourceRecord", "ingest_domain", "ingest_path", "ingest_source",
+           "ingest_summary", "public_record"]
 
-@dataclass
-class SourceRecord:
-    source_uri: str
-    text: str
-    title: str | None = None
-    given_request: str | None = None
-    license: str | None = None
-    language: str | None = None
-    read_error: str | None = None
-    meta: dict[str, Any] = field(default_factory=dict)
+Reader = Callable[[str, dict[str, Any]], Iterator[SourceRecord]]
+READERS: dict[str, Reader] = {
+    "bundled": read_bundled,
+    "inbox": read_inbox,
+    "pairs": read_pairs,
+    "book": read_book,
+    "reer": read_reer,
+    "generic": read_generic,
+}
 
-
-def read_bundled(domain: str, options: dict[str, Any]) -> Iterator[SourceRecord]:
-    for piece in data.corpus(domain):
-        yield SourceRecord(
-            source_uri=f"bundled://corpus/{domain}.jsonl#{piece['id']}",
-            text=piece["text"],
-            title=piece.get("title"),
-            given_request=piece["request"] if piece.get("request_given") else None,
-            license=piece.get("license"),
-            language=piece.get("language"),
-        )
-
-
-def read_inbox(domain: str, options: dict[str, Any]) -> Iterator[SourceRecord]:
-    folder = Path(options.get("path") or inbox_dir(domain))
-    if not folder.exists():
-        return
-    for path in sorted(folder.glob("*")):
-        if path.suffix.lower() not in (".txt", ".md") or not path.is_file():
-            continue
-        try:
-            text = path.read_bytes().decode("utf-8")
-        except UnicodeDecodeError as exc:
-            yield SourceRecord(path.resolve().as_uri(), "", read_error=f"invalid_utf8:{exc.start}")
-            continue
-        except OSError as exc:
-            yield SourceRecord(path.resolve().as_uri(), "", read_error=f"unreadable:{type(exc).__name__}")
-            continue
-        yield SourceRecord(path.resolve().as_uri(), text, title=path.stem)
-
-
-READERS = {"bundled": read_bundled, "inbox": read_inbox}
+ROW_SCHEMA = {
+    "id": pl.String, "domain": pl.String, "reader": pl.String, "source_uri": pl.String, "source_id": pl.String,
+    "language": pl.String, "title": pl.String, "text": pl.String, "text_hash": pl.String,
+    "given_request": pl.String, "license": pl.String, "attribution": pl.String, "source_meta": pl.String,
+    "status": pl.String, "reject_reasons": pl.List(pl.String), "duplicate_of": pl.String, "config_hash": pl.String,
+}
 
 
 @dataclass(frozen=True)
 class CleaningConfig:
-    min_units: int = 50  # words (en) / characters (zh)
+    min_units: int = 50  # words (en and other spaced languages) / characters (zh)
     max_units: int = 20000
+    min_chars: int = 0
+    max_chars: int | None = None
+    near_duplicate_threshold: float | None = 0.85  # MinHash Jaccard estimate; None or 0 turns it off
+    minhash_num_perm: int = 64
 
     def to_dict(self) -> dict[str, Any]:
-        return {"min_units": self.min_units, "max_units": self.max_units}
+        return asdict(self)
+
+    def with_overrides(self, overrides: dict[str, Any] | None) -> "CleaningConfig":
+        """This config with a domain's ``cleaning:`` settings (or CLI options) applied."""
+        if not overrides:
+            return self
+        known = {f.name for f in fields(self)}
+        unknown = sorted(set(overrides) - known)
+        if unknown:
+            raise ValueError(f"unknown cleaning setting(s) {', '.join(unknown)}; known: {', '.join(sorted(known))}")
+        return replace(self, **overrides)
 
 
-def ingest_domain(domain: str, spec: dict[str, Any], config: CleaningConfig, cfg_hash: str) -> pl.DataFrame:
-    """All records of a domain's sources, cleaned; exact duplicates and bad records rejected with reasons."""
+def domain_cleaning(spec: dict[str, Any], base: CleaningConfig) -> tuple[CleaningConfig, list[str]]:
+    """The cleaning config and language allow-list of a domain (``cleaning:`` and ``languages:`` in domains.yaml)."""
+    return base.with_overrides(spec.get("cleaning")), [str(code).lower() for code in spec.get("languages") or []]
+
+
+class Cleaner:
+    """Cleans records one at a time, remembering what it accepted so later copies are rejected."""
+
+    def __init__(self, domain: str, config: CleaningConfig, allowed_languages: Iterable[str], cfg_hash: str):
+        self.domain, self.config, self.cfg_hash = domain, config, cfg_hash
+        self.allowed = [code.lower() for code in allowed_languages]
+        self._exact: dict[str, str] = {}
+        self._ids: Counter[str] = Counter()
+        threshold = config.near_duplicate_threshold
+        self._near = NearDuplicateIndex(threshold, config.minhash_num_perm) if threshold else None
+
+    def row(self, record: SourceRecord, reader: str) -> dict[str, Any]:
+        text = normalize_text(record.text)
+        digest = text_hash(text)
+        doc_id = stable_id("doc", self.domain, record.source_uri, digest)
+        self._ids[doc_id] += 1
+        if self._ids[doc_id] > 1:  # the same file listed twice: keep both rows, distinct ids
+            doc_id = stable_id("doc", self.domain, record.source_uri, digest, self._ids[doc_id])
+        duplicate_of = None
+        if record.read_error:
+            language, reasons = (record.language or None), [record.read_error]
+        else:
+            language = (record.language or "").strip().lower() or (detect_language(text) if text else None)
+            cfg = self.config
+            reasons = document_reasons(text, language, cfg.min_units, cfg.max_units, self.allowed,
+                                       cfg.min_chars, cfg.max_chars)
+        if not reasons and digest in self._exact:
+            duplicate_of = self._exact[digest]
+            reasons = [f"exact_duplicate_of:{duplicate_of}"]
+        if not reasons and self._near is not None:
+            duplicate_of = self._near.first_duplicate(doc_id, text)
+            if duplicate_of:
+                reasons = [f"near_duplicate_of:{duplicate_of}"]
+        if not reasons:
+            self._exact[digest] = doc_id
+        return {
+            "id": doc_id, "domain": self.domain, "reader": reader, "source_uri": record.source_uri,
+            "source_id": record.source_id, "language": language, "title": record.title, "text": text,
+            "text_hash": digest, "given_request": record.given_request, "license": record.license,
+            "attribution": record.attribution,
+            "source_meta": json.dumps(record.meta, ensure_ascii=False, sort_keys=True, default=str) if record.meta else None,
+            "status": "rejected" if reasons else "accepted", "reject_reasons": reasons, "duplicate_of": duplicate_of,
+            "config_hash": self.cfg_hash,
+        }
+
+
+def _resolve_path(options: dict[str, Any], base: Path) -> dict[str, Any]:
+    """A relative local ``path`` in domains.yaml is relative to that file, not to the working directory."""
+    path = options.get("path")
+    if isinstance(path, str) and "://" not in path and not Path(path).is_absolute():
+        return {**options, "path": str(base / path)}
+    return options
+
+
+def domain_sources(domain: str, spec: dict[str, Any]) -> list[dict[str, Any]]:
+    """The domain's configured sources (bundled when none), plus its inbox folder."""
     sources = list(spec.get("sources") or [{"reader": "bundled"}])
     if not any(s.get("reader") == "inbox" for s in sources):
         sources.append({"reader": "inbox"})
-    allowed = list(spec.get("languages") or [])
-    rows, seen = [], {}
+    base = domains_file().resolve().parent
     for source in sources:
-        reader = READERS.get(source.get("reader", ""))
-        if reader is None:
+        if source.get("reader") not in READERS:
             raise ValueError(f"domain {domain}: unknown reader {source.get('reader')!r}; known: {', '.join(READERS)}")
-        for record in reader(domain, source):
-            text = normalize_text(record.text)
-            language = record.language or detect_language(text)
-            reasons = [record.read_error] if record.read_error else document_reasons(
-                text, language, config.min_units, config.max_units, allowed)
-            digest = text_hash(text)
-            doc_id = stable_id("doc", domain, record.source_uri, digest)
-            if not reasons and digest in seen:
-                reasons = [f"exact_duplicate_of:{seen[digest]}"]
-            if not reasons:
-                seen[digest] = doc_id
-            rows.append({
-                "id": doc_id, "domain": domain, "source_uri": record.source_uri, "language": language,
-                "title": record.title, "text": text, "text_hash": digest, "given_request": record.given_request,
-                "license": record.license, "status": "rejected" if reasons else "accepted",
-                "reject_reasons": reasons, "config_hash": cfg_hash,
-            })
-    schema = {"id": pl.String, "domain": pl.String, "source_uri": pl.String, "language": pl.String,
-              "title": pl.String, "text": pl.String, "text_hash": pl.String, "given_request": pl.String,
-              "license": pl.String, "status": pl.String, "reject_reasons": pl.List(pl.String),
-              "config_hash": pl.String}
-    return pl.DataFrame(rows, schema=schema)
+    return [_resolve_path(s, base) for s in sources]
+
+
+def ingest_source(reader: str, options: dict[str, Any], cleaner: Cleaner) -> Iterator[dict[str, Any]]:
+    """Rows for one reader's records, cleaned by ``cleaner`` (which carries duplicate state across sources)."""
+    if reader not in READERS:
+        raise ValueError(f"unknown reader {reader!r}; known: {', '.join(READERS)}")
+    for record in READERS[reader](cleaner.domain, options):
+        yield cleaner.row(record, reader)
+
+
+def ingest_domain(domain: str, spec: dict[str, Any], config: CleaningConfig, cfg_hash: str) -> pl.DataFrame:
+    """All records of a domain's sources, cleaned; every reject kept with its reasons."""
+    config, allowed = domain_cleaning(spec, config)
+    cleaner = Cleaner(domain, config, allowed, cfg_hash)
+    rows = [row for source in domain_sources(domain, spec)
+            for row in ingest_source(source["reader"], {k: v for k, v in source.items() if k != "reader"}, cleaner)]
+    return pl.DataFrame(rows, schema=ROW_SCHEMA)
+
+
+def ingest_summary(rows: Iterable[dict[str, Any]]) -> dict[str, Any]:
+    """Rows in, accepted, rejected, and rejects per reason kind (the part before ':')."""
+    total, accepted, reasons = 0, 0, Counter()
+    for row in rows:
+        total += 1
+        if row["status"] == "accepted":
+            accepted += 1
+        for reason in row["reject_reasons"]:
+            reasons[reason.split(":", 1)[0]] += 1
+    return {"rows": total, "accepted": accepted, "rejected": total - accepted, "reasons": dict(reasons.most_common())}
+
+
+CLEANING_KEYS = frozenset(f.name for f in fields(CleaningConfig))
+
+
+def ingest_path(reader: str, path: str, domain: str, options: dict[str, Any]) -> Iterator[dict[str, Any]]:
+    """Rows for one file or folder read by one reader, without Dagster (``reer ingest``).
+
+    ``options`` mixes reader options with cleaning settings (``min_units``, ... and
+    ``languages``); a domain named in domains.yaml brings its allow-list and ``cleaning:`` block.
+    """
+    from reer_assets.core.ids import config_hash
+    from reer_assets.lib.domains import load_domains
+
+    try:
+        spec = load_domains().get(domain) or {}
+    except (OSError, ValueError):
+        spec = {}
+    config, allowed = domain_cleaning(spec, CleaningConfig())
+    config = config.with_overrides({k: v for k, v in options.items() if k in CLEANING_KEYS})
+    if "languages" in options:
+        languages = options["languages"]
+        allowed = [str(code).lower() for code in (languages if isinstance(languages, list) else str(languages).split(","))]
+    reader_options = {k: v for k, v in options.items() if k not in CLEANING_KEYS and k != "languages"}
+    cleaner = Cleaner(domain, config, allowed, config_hash({**config.to_dict(), "languages": allowed}))
+    yield from ingest_source(reader, {**reader_options, "path": path}, cleaner)
+
+
+def public_record(row: dict[str, Any]) -> dict[str, Any]:
+    """The fields ``reer ingest --jsonl`` prints for a row (the text only for accepted rows)."""
+    record = {"id": row["id"], "source": row["source_uri"], "status": row["status"], "reasons": row["reject_reasons"],
+              "language": row["language"], "query": row["given_request"]}
+    if row["status"] == "accepted":
+        record["text"] = row["text"]
+    return record

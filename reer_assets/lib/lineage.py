@@ -6,7 +6,8 @@ import polars as pl
 
 TABLE_COLUMNS = {
     "documents": ["id", "domain", "source_uri", "language", "title", "text_hash", "given_request", "license",
-                  "status", "reject_reasons", "config_hash"],
+                  "status", "reject_reasons", "config_hash", "reader", "source_id", "attribution", "source_meta",
+                  "duplicate_of"],
     "queries": ["id", "document_id", "query", "synthesized", "model", "raw_output", "status", "reject_reasons",
                 "prompt_tokens", "completion_tokens", "config_hash"],
     "trajectories": ["id", "query_id", "document_id", "rollout", "status", "reject_reason", "initial_score",

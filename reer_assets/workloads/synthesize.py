@@ -10,9 +10,9 @@ from pathlib import Path
 
 import polars as pl
 
-from reer_assets.core.prompts import prompts_for
-from reer_assets.core.protocols import GenerationRequest, Sampling
-from reer_assets.core.query_qc import QueryQC, parse_synthesized, query_reasons
+from reer_assets.core.protocols import Sampling
+from reer_assets.core.query_qc import QueryQC, query_reasons
+from reer_assets.core.query_synthesis import synthesize_query
 from reer_assets.core.search import derive_seed
 from reer_assets.workloads.common import Extras, ItemCheckpoints, Log, pipes_main, quiet_libraries
 
@@ -44,16 +44,14 @@ def run(extras: Extras, log: Log) -> dict:
         if not query:
             if generator is None:
                 generator = load_generator(BackendSpec.from_env("generator"))
-            request = GenerationRequest(
-                messages=prompts_for(doc["text"]).query_synthesis_messages(doc["text"]),
-                n=1,
-                sampling=Sampling(cfg["temperature"], cfg["top_p"], cfg["top_k"], cfg["max_tokens"]),
+            made_query = synthesize_query(
+                generator,
+                doc["text"],
+                Sampling(cfg["temperature"], cfg["top_p"], cfg["top_k"], cfg["max_tokens"]),
                 seed=derive_seed(cfg["seed"], doc["id"], "synthesize"),
             )
-            completion = generator.generate([request])[0][0]
-            raw, model, synthesized = completion.text, generator.model_id, True
-            usage = (completion.prompt_tokens, completion.completion_tokens)
-            query = parse_synthesized(raw)
+            query, raw, model, synthesized = made_query.query, made_query.raw_output, made_query.model, True
+            usage = (made_query.prompt_tokens, made_query.completion_tokens)
         reasons = query_reasons(query, doc["text"], doc["language"], qc)
         checkpoints.save(doc["id"], {
             "id": stable_id("qry", doc["id"], query, synthesized, model, extras["config_hash"]),

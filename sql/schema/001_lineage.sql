@@ -6,7 +6,7 @@
 CREATE TABLE IF NOT EXISTS documents (
     id VARCHAR PRIMARY KEY,
     domain VARCHAR NOT NULL,
-    source_uri VARCHAR NOT NULL,
+    source_uri VARCHAR NOT NULL,        -- file URI plus the record's place: #L3, #index=7, #row=2, #L10-L42
     language VARCHAR,
     title VARCHAR,
     text_hash VARCHAR,
@@ -17,8 +17,19 @@ CREATE TABLE IF NOT EXISTS documents (
     config_hash VARCHAR,
     run_id VARCHAR,
     partition VARCHAR,
-    recorded_at TIMESTAMP DEFAULT current_timestamp
+    recorded_at TIMESTAMP DEFAULT current_timestamp,
+    reader VARCHAR,                     -- bundled | inbox | pairs | book | reer | generic
+    source_id VARCHAR,                  -- the record's own id in its source (post id, REER index, line range)
+    attribution VARCHAR,
+    source_meta VARCHAR,                -- reader-specific metadata as JSON (tags, score, chapter, ...)
+    duplicate_of VARCHAR                -- the kept document this one duplicates (exact or near)
 );
+-- databases made before the source readers gained these columns
+ALTER TABLE documents ADD COLUMN IF NOT EXISTS reader VARCHAR;
+ALTER TABLE documents ADD COLUMN IF NOT EXISTS source_id VARCHAR;
+ALTER TABLE documents ADD COLUMN IF NOT EXISTS attribution VARCHAR;
+ALTER TABLE documents ADD COLUMN IF NOT EXISTS source_meta VARCHAR;
+ALTER TABLE documents ADD COLUMN IF NOT EXISTS duplicate_of VARCHAR;
 
 CREATE TABLE IF NOT EXISTS queries (
     id VARCHAR PRIMARY KEY,

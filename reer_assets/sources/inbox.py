@@ -1,0 +1,33 @@
+"""A drop folder per domain (``$DAGSTER_HOME/inbox/<domain>/``) of ``.txt`` and ``.md`` files,
+one document each; the inbox sensor re-ingests a domain when its folder changes."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any, Iterator
+
+from reer_assets.lib.paths import dagster_home
+from reer_assets.sources.common import SourceRecord, read_files, resolve_options
+from reer_assets.sources.generic import markdown_file
+
+DEFAULTS: dict[str, Any] = {
+    "root": None,  # a folder holding one folder per domain; default $DAGSTER_HOME/inbox
+    "encoding": "utf-8",
+    "language": None,
+    "license": None,
+}
+SUFFIXES = (".txt", ".md")
+
+
+def read_inbox(domain: str, options: dict[str, Any]) -> Iterator[SourceRecord]:
+    """The domain's inbox files; a missing default folder is an empty inbox, a missing
+    configured ``path`` is a reject that names it."""
+    opts = resolve_options("inbox", DEFAULTS, options)
+    if options.get("path"):
+        location = str(options["path"])
+    else:
+        folder = Path(opts["root"] or dagster_home() / "inbox") / domain
+        if not folder.is_dir():
+            return iter(())
+        location = str(folder)
+    return read_files(location, SUFFIXES, lambda file: markdown_file(file, opts), domain)
