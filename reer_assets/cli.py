@@ -260,7 +260,19 @@ def build_parser() -> argparse.ArgumentParser:
     ltrace.add_argument("row_id")
     ltrace.add_argument("--json", action="store_true")
     ltrace.set_defaults(func=cmd_lineage_trace)
+    bench = sub.add_parser("bench", help="throughput benchmarks, measured side by side in one process")
+    bench.add_argument("which", choices=["scoring", "search"])
+    bench.add_argument("options", nargs=argparse.REMAINDER, help="options of the benchmark (see `reer bench X -h`)")
+    bench.set_defaults(func=cmd_bench)
     return parser
+
+
+def cmd_bench(args: argparse.Namespace) -> int:
+    if args.which == "scoring":
+        from reer_assets.bench.scoring import main as bench_main
+    else:
+        from reer_assets.bench.search import main as bench_main
+    return bench_main(args.options)
 
 
 def main(argv: list[str] | None = None) -> int:

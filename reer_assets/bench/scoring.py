@@ -21,6 +21,7 @@ Run: ``python -m reer_assets.bench.scoring`` (the last line is ``scoring_speedup
 from __future__ import annotations
 
 import argparse
+import os
 import re
 import statistics
 import sys
@@ -326,6 +327,7 @@ def _fmt(value: float | int | None, pattern: str) -> str:
 
 
 def main(argv: list[str] | None = None) -> int:
+    os.environ.setdefault("VLLM_LOGGING_LEVEL", "WARNING")  # keep the report readable
     parser = argparse.ArgumentParser(prog="reer bench scoring", description=__doc__.splitlines()[0])
     parser.add_argument("--model", default=None, help="model path (default: the embedded model)")
     parser.add_argument("--items", type=int, default=6)
@@ -336,11 +338,23 @@ def main(argv: list[str] | None = None) -> int:
                         help="suffixes per decoder pass in (c) (default: the scorer's batch size)")
     parser.add_argument("--threads", type=int, default=None, help="torch intra-op threads (default: torch's)")
     parser.add_argument("--profile", action="store_true", help="also print a torch.profiler table per variant")
+    parser.add_argument("--no-vllm", action="store_true", help="skip row (d), the in-process vLLM engine")
     args = parser.parse_args(argv)
     if args.threads:
         torch.set_num_threads(args.threads)
-    report = run_scoring_bench(args.model, args.items, args.candidates, args.repeats, args.device,
-                               args.suffix_batch, profile=args.profile)
+    extra, engine = {}, None
+    if not args.no_vllm:
+        from reer_assets.backends.embedded import ensure_embedded_model
+        from reer_assets.backends.vllm_engine import EngineSettings, VLLMEngine, VLLMScorer
+
+        engine = VLLMEngine(EngineSettings(args.model or str(ensure_embedded_model())))
+        extra["in-process vLLM engine"] = VLLMScorer(engine, "vllm")
+    try:
+        report = run_scoring_bench(args.model, args.items, args.candidates, args.repeats, args.device,
+                                   args.suffix_batch, profile=args.profile, extra_scorers=extra)
+    finally:
+        if engine is not None:
+            engine.close()
     print(f"scoring_speedup={report['speedup']:.2f}")
     return 0 if report["agree"] else 1
 

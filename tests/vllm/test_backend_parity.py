@@ -99,3 +99,24 @@ def test_openai_generator_continues_the_prefill(vllm_server, embedded_path):
             assert completion.text and not completion.text.startswith("<think>"), (mode, completion.text[:40])
         assert client.usage.completion_tokens == sum(c.completion_tokens for c in completions) > 0
         assert client.usage.prompt_tokens > 100
+
+
+def test_same_seed_same_trajectory_with_every_scorer(scorers, embedded_loaded, bundled_item):
+    """The search's choices depend only on score order, so every scorer variant picks the same path."""
+    from reer_assets.backends.hf import HFScorer
+    from reer_assets.core.search import ReerSearch, SearchConfig
+    from tests.unit.test_search import ScriptedGenerator, _thinking
+
+    edits = ["<analyze>\nVague.\n</analyze>\n<refine>\nI open on the lighthouse keeper's logbook and its empty pages.\n</refine>",
+             "<analyze>\nOff.\n</analyze>\n<refine>\nThe reader is a child at bedtime; I keep every sentence short.\n</refine>",
+             "<analyze>\nWeak.\n</analyze>\n<refine>\nI will end with the lamp going out and the ships still safe.\n</refine>"]
+    variants = {**scorers, "hf-naive": HFScorer(embedded_loaded, mode="naive"), "hf-span": HFScorer(embedded_loaded, mode="span")}
+    config = SearchConfig(max_step=3, num_expansion=3, stop_thresh=0.0)
+    traces = {name: ReerSearch(ScriptedGenerator(_thinking(4), edits), scorer, config, seed=5).run(bundled_item)
+              for name, scorer in variants.items()}
+    reference = traces["hf"]
+    assert reference.status == "ok" and len(reference.steps) == 3
+    for name, trace in traces.items():
+        assert [s.choice for s in trace.steps] == [s.choice for s in reference.steps], name
+        assert trace.final_thinking == reference.final_thinking, name
+        assert abs(trace.final_score - reference.final_score) < 1e-3, name
