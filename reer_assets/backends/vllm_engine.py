@@ -47,6 +47,9 @@ class VLLMEngine:
             gpu_memory_utilization=settings.gpu_memory_utilization or (0.85 if on_gpu else 0.1),
             max_model_len=settings.max_model_len,
             seed=settings.seed,
+            # on the CPU, vLLM 0.32 crashes when a seeded request's prefill is split in chunks
+            # ("CPU Generator does not use offset"); whole prefills avoid that code path
+            enable_chunked_prefill=on_gpu,
         )
         self.max_model_len = int(self.llm.llm_engine.model_config.max_model_len)
 
