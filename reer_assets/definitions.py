@@ -9,7 +9,7 @@ from reer_assets.defs.jobs import ALL_JOBS
 from reer_assets.defs.refinement import assets as refinement
 from reer_assets.defs.resources import default_resources
 from reer_assets.defs.schedules import daily_ingest_refresh
-from reer_assets.defs.sensors import inbox_sensor
+from reer_assets.defs.sensors import dead_run_sensor, inbox_sensor
 from reer_assets.defs.synthesis import assets as synthesis
 from reer_assets.defs.training import assets as training
 
@@ -18,6 +18,6 @@ defs = dg.Definitions(
     asset_checks=dg.load_asset_checks_from_modules([curation_checks, evaluation_checks]),
     jobs=ALL_JOBS,
     schedules=[daily_ingest_refresh],
-    sensors=[inbox_sensor],
+    sensors=[inbox_sensor, dead_run_sensor],
     resources=default_resources(),
 )

@@ -134,6 +134,7 @@ class OpenAIClient:
 
     @property
     def model(self) -> str:
+        """The served model name; looked up once (never from inside :meth:`call`, which holds a slot)."""
         if self._model is None:
             models = self.call(lambda: self.sdk.models.list().data)
             if not models:
@@ -310,10 +311,11 @@ class OpenAIScorer:
 
     def _score_chunk(self, chunk: list[tuple[list[int], int]]) -> list[ScoreResult]:
         client = self.client
+        model = client.model  # resolved outside call(): a lookup inside would wait for its own slot
 
         def send() -> tuple[Any, list[ScoreResult]]:
             response = client.sdk.completions.create(
-                model=client.model, prompt=[ids for ids, _ in chunk], max_tokens=1, temperature=0.0,
+                model=model, prompt=[ids for ids, _ in chunk], max_tokens=1, temperature=0.0,
                 extra_body={"prompt_logprobs": 0})
             try:
                 results = [ScoreResult(pick_prompt_logprobs(ids, first, _prompt_logprobs(choice)), context_tokens=first)

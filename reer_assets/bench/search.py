@@ -6,8 +6,8 @@
    every measured pass sees the same warm server; each pass uses its own seed, so no pass
    replays another's requests.
 2. With ``--through-dagster``: one partition's ``refined_trajectories`` materialised through
-   Dagster (Pipes subprocess, lineage writes, metadata) against the same search called
-   directly in this process, same items, same backends, fresh checkpoints for each.
+   Dagster (Pipes subprocess, lineage writes, metadata) against the same search workload
+   called directly in a fresh process, same items, same backends, fresh checkpoints each.
 
 The last line printed is ``search_speedup_8_vs_1=...`` or, with ``--through-dagster``,
 ``dagster_overhead_ratio=<Dagster wall / direct wall>``.
@@ -89,48 +89,72 @@ def bench_in_flight(args) -> list[dict]:
         server.stop()
 
 
+_DIRECT = """
+import json, sys, time
+from reer_assets.workloads import search
+extras = json.loads(sys.argv[1])
+started = time.perf_counter()
+summary = search.run(extras, lambda message: None)
+print(json.dumps({"wall": time.perf_counter() - started, "made": summary["made"]}))
+"""
+
+
 def bench_dagster(args) -> dict:
-    """Wall of the refined_trajectories materialisation vs the same workload called directly."""
+    """Wall of the refined_trajectories materialisation vs the same workload called directly.
+
+    Both sides run the search in a fresh Python process (the asset through Pipes, the direct
+    call through ``python -c``), so both pay the same model load; what differs is Dagster:
+    the run, the event log, Pipes messages, lineage writes and metadata. The two alternate
+    ``--repeats`` times, each repeat with its own seed so nothing is reused.
+    """
+    import statistics
+    import subprocess
+
     import dagster as dg
     import polars as pl
 
     home = Path(tempfile.mkdtemp(prefix="reer-bench-home-"))
     os.environ.update({"DAGSTER_HOME": str(home), "REER_PROFILE": args.profile})
     os.environ.pop("REER_LINEAGE_DB", None)
+    from reer_assets.defs.refinement.assets import SearchRunConfig
     from reer_assets.defs.resources import default_resources
     from reer_assets.definitions import defs
     from reer_assets.lib.paths import asset_dir
-    from reer_assets.workloads import search as search_workload
 
     assets = {key.to_user_string(): a for a in defs.assets for key in a.keys}
     resources = default_resources()
     instance = dg.DagsterInstance.ephemeral()
-    config = {"ops": {"refined_trajectories": {"config": {"num_rollouts": args.rollouts}}}}
     for name in ("raw_documents", "synthesized_queries"):
         assert dg.materialize([assets[name]], partition_key=args.domain, resources=resources, instance=instance).success
     queries = asset_dir("synthesized_queries", args.domain) / "queries.parquet"
     n_items = pl.read_parquet(queries).filter(pl.col("status") == "accepted").height * args.rollouts
-
-    started = time.perf_counter()
-    result = dg.materialize([assets["refined_trajectories"]], partition_key=args.domain, resources=resources,
-                            instance=instance, run_config=config)
-    dagster_wall = time.perf_counter() - started
-    assert result.success
-
-    from reer_assets.defs.refinement.assets import SearchRunConfig
-
-    run_config = SearchRunConfig(num_rollouts=args.rollouts).resolved()
-    direct_dir = Path(tempfile.mkdtemp(prefix="reer-bench-direct-"))
-    extras = {"queries": str(queries), "out_dir": str(direct_dir / "out"), "work": str(direct_dir / "work"),
-              "config": run_config, "config_hash": "bench-direct",
-              "generator_id": resources["generator"].model_id(), "scorer_id": resources["scorer"].model_id()}
-    started = time.perf_counter()
-    summary = search_workload.run(extras, lambda message: None)
-    direct_wall = time.perf_counter() - started
-    same = pl.read_parquet(direct_dir / "out/trajectories.parquet")["final_thinking"].to_list() == \
-        pl.read_parquet(asset_dir("refined_trajectories", args.domain) / "trajectories.parquet")["final_thinking"].to_list()
-    return {"domain": args.domain, "items": n_items, "dagster_wall_s": round(dagster_wall, 2),
-            "direct_wall_s": round(direct_wall, 2), "direct_made": summary["made"], "same_trajectories": same}
+    dagster_walls, direct_walls, same = [], [], True
+    for repeat in range(args.repeats):
+        seed = 100 + repeat
+        run_config = SearchRunConfig(num_rollouts=args.rollouts, seed=seed).resolved()
+        direct_dir = Path(tempfile.mkdtemp(prefix="reer-bench-direct-"))
+        extras = {"queries": str(queries), "out_dir": str(direct_dir / "out"), "work": str(direct_dir / "work"),
+                  "config": run_config, "config_hash": f"bench-direct-{seed}",
+                  "generator_id": resources["generator"].model_id(), "scorer_id": resources["scorer"].model_id()}
+        started = time.perf_counter()  # process start and model load count on both sides
+        subprocess.run([sys.executable, "-c", _DIRECT, json.dumps(extras)], capture_output=True, text=True, check=True)
+        direct_walls.append(time.perf_counter() - started)
+        config = {"ops": {"refined_trajectories": {"config": {"num_rollouts": args.rollouts, "seed": seed}}}}
+        started = time.perf_counter()
+        result = dg.materialize([assets["refined_trajectories"]], partition_key=args.domain, resources=resources,
+                                instance=instance, run_config=config)
+        dagster_walls.append(time.perf_counter() - started)
+        assert result.success
+        direct = pl.read_parquet(direct_dir / "out/trajectories.parquet")["final_thinking"].to_list()
+        through = pl.read_parquet(asset_dir("refined_trajectories", args.domain) / "trajectories.parquet")
+        same = same and direct == through["final_thinking"].to_list()
+        print(json.dumps({"repeat": repeat, "direct_s": round(direct_walls[-1], 2),
+                          "dagster_s": round(dagster_walls[-1], 2)}), file=sys.stderr)
+    return {"domain": args.domain, "items": n_items, "repeats": args.repeats,
+            "dagster_wall_s": round(statistics.median(dagster_walls), 2),
+            "direct_wall_s": round(statistics.median(direct_walls), 2),
+            "dagster_walls": [round(w, 2) for w in dagster_walls], "direct_walls": [round(w, 2) for w in direct_walls],
+            "same_trajectories": same}
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -143,7 +167,8 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--through-dagster", action="store_true",
                         help="instead: Dagster materialisation vs the direct call for one partition")
     parser.add_argument("--domain", default="essays")
-    parser.add_argument("--rollouts", type=int, default=3, help="rollouts per item (8 pieces x 3 = 24 searches)")
+    parser.add_argument("--rollouts", type=int, default=4, help="rollouts per accepted query (6 x 4 = 24 searches on essays)")
+    parser.add_argument("--repeats", type=int, default=2, help="alternating Dagster / direct pairs (medians reported)")
     args = parser.parse_args(argv)
     if args.through_dagster:
         row = bench_dagster(args)

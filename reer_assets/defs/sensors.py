@@ -31,3 +31,13 @@ def inbox_sensor(context: dg.SensorEvaluationContext):
             yield dg.RunRequest(run_key=f"{domain}:{json.dumps(files, sort_keys=True)}", partition_key=domain,
                                 tags={"reer/inbox_files": ",".join(changed)[:200]})
     context.update_cursor(json.dumps(now))
+
+
+@dg.sensor(minimum_interval_seconds=60, default_status=dg.DefaultSensorStatus.RUNNING)
+def dead_run_sensor(context: dg.SensorEvaluationContext):
+    """Marks runs whose worker process died (killed, OOM, reboot) as failed and frees the pool slots
+    they held, so that a re-run (which resumes from per-item checkpoints) is not blocked forever."""
+    from reer_assets.defs.recovery import reclaim_dead_runs
+
+    reclaimed = reclaim_dead_runs(context.instance, context.log.warning)
+    return dg.SkipReason(f"reclaimed {len(reclaimed)} dead run(s)" if reclaimed else "no dead runs")

@@ -8,6 +8,7 @@ holds the lock. Model workloads never open it.
 from __future__ import annotations
 
 import contextlib
+import logging
 import random
 import time
 from pathlib import Path
@@ -17,6 +18,8 @@ import duckdb
 import polars as pl
 
 from reer_assets.lib.paths import SQL_DIR, lineage_db
+
+log = logging.getLogger(__name__)
 
 
 class LineageLockTimeout(RuntimeError):
@@ -33,7 +36,8 @@ def connect(path: Path | None = None, read_only: bool = False, timeout_s: float 
     """Open the lineage DB (creating the schema), retrying with jittered backoff on lock conflicts."""
     path = Path(path or lineage_db())
     path.parent.mkdir(parents=True, exist_ok=True)
-    deadline, delay = time.monotonic() + timeout_s, 0.05
+    started = time.monotonic()
+    deadline, delay, waits = started + timeout_s, 0.05, 0
     while True:
         try:
             if read_only and not path.exists():
@@ -45,8 +49,13 @@ def connect(path: Path | None = None, read_only: bool = False, timeout_s: float 
                 if _is_lock_error(exc):
                     raise LineageLockTimeout(f"lineage DB {path} stayed locked for {timeout_s}s") from exc
                 raise
+            if not waits:
+                log.warning("lineage DB %s is locked by another process; retrying for up to %.0fs", path, timeout_s)
+            waits += 1
             time.sleep(delay * (1 + random.random()))
             delay = min(delay * 2, 2.0)
+    if waits:
+        log.warning("lineage DB %s opened after %d retries (%.1fs)", path, waits, time.monotonic() - started)
     try:
         if not read_only:
             apply_schema(con)

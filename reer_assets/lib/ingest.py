@@ -92,10 +92,12 @@ class Cleaner:
     def row(self, record: SourceRecord, reader: str) -> dict[str, Any]:
         text = normalize_text(record.text)
         digest = text_hash(text)
-        doc_id = stable_id("doc", self.domain, record.source_uri, digest)
+        # the cleaning config is part of the id: a row's verdict depends on it, and a new config
+        # must add rows to lineage, never overwrite the old config's
+        doc_id = stable_id("doc", self.domain, record.source_uri, digest, self.cfg_hash)
         self._ids[doc_id] += 1
         if self._ids[doc_id] > 1:  # the same file listed twice: keep both rows, distinct ids
-            doc_id = stable_id("doc", self.domain, record.source_uri, digest, self._ids[doc_id])
+            doc_id = stable_id("doc", self.domain, record.source_uri, digest, self.cfg_hash, self._ids[doc_id])
         duplicate_of = None
         if record.read_error:
             language, reasons = (record.language or None), [record.read_error]

@@ -193,10 +193,19 @@ def json_lines(lines: Iterable[Line]) -> Iterator[tuple[int, dict[str, Any], str
         yield line.number, row, None
 
 
-def read_text_file(file: SourceFile, encoding: str = "utf-8") -> tuple[str, str | None]:
-    """The whole file decoded (for one-document-per-file formats), or the reason it cannot be."""
+MAX_DOCUMENT_BYTES = 8 * 1024 * 1024  # one piece of writing; anything larger is a dump, not a document
+
+
+def read_text_file(file: SourceFile, encoding: str = "utf-8",
+                   max_bytes: int = MAX_DOCUMENT_BYTES) -> tuple[str, str | None]:
+    """The whole file decoded (for one-document-per-file formats), or the reason it cannot be.
+
+    Reads at most ``max_bytes`` + 1 bytes, so an oversized file costs bounded memory.
+    """
     with file.open_binary() as handle:
-        data = handle.read()
+        data = handle.read(max_bytes + 1)
+    if len(data) > max_bytes:
+        return "", f"too_long:file over {max_bytes} bytes"
     if data.startswith(b"\xef\xbb\xbf"):
         data = data[3:]
     try:

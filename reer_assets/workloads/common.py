@@ -27,8 +27,19 @@ def stderr_log(message: str) -> None:
     print(message, file=sys.stderr, flush=True)
 
 
+def fsync_dir(folder: Path) -> None:
+    """Make a rename (or a new file) in ``folder`` durable: fsync the directory itself."""
+    fd = os.open(folder, os.O_RDONLY | getattr(os, "O_DIRECTORY", 0))
+    try:
+        os.fsync(fd)
+    finally:
+        os.close(fd)
+
+
 def atomic_write_text(path: Path, text: str) -> None:
-    """Write to a temporary name in the same folder, fsync, then rename over ``path``."""
+    """Write to a temporary name in the same folder, fsync it, rename it over ``path``, then fsync
+    the folder, so that after a crash ``path`` is either absent or complete, and once this
+    returns it survives a power loss too."""
     path.parent.mkdir(parents=True, exist_ok=True)
     fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
     try:
@@ -41,13 +52,14 @@ def atomic_write_text(path: Path, text: str) -> None:
         if os.path.exists(tmp):
             os.unlink(tmp)
         raise
+    fsync_dir(path.parent)
 
 
 class ItemCheckpoints:
     """One JSON file per finished item; the atomic rename is the completion marker.
 
-    A resumed run skips every item that has a file; a crash leaves only ``*.tmp`` files,
-    which are ignored.
+    A resumed run skips every item that has a file; a crash mid-write leaves at most a
+    ``.<item>.json.*.tmp`` file, which neither ``has`` nor iteration ever sees.
     """
 
     def __init__(self, folder: str | Path):

@@ -159,15 +159,25 @@ def run(extras: Extras, log: Log) -> dict:
             counts["reused"] += 1
         else:
             todo.append((k, query_row, rollout, traj_id))
-    searcher = None
+    searcher, start_error = None, None
     if todo:
-        searcher = ItemSearcher(load_generator(gen_spec), load_scorer(scorer_spec), search_config, cfg["seed"],
-                                work / "calls")
+        try:
+            searcher = ItemSearcher(load_generator(gen_spec), load_scorer(scorer_spec), search_config, cfg["seed"],
+                                    work / "calls")
+        except Exception as exc:
+            if not getattr(exc, "error_class", None):
+                raise  # a configuration error (no prompt log-probs, a missing tokenizer...): the user must fix it
+            # the model server failed (5xx, timeouts, connection refused) before any item started: every
+            # item is recorded as failed with that error class, so the failure-rate bound applies to it
+            start_error = exc
+            log(f"model backends failed at start, every pending item fails: {error_class_of(exc)}: {exc}")
 
     def search_one(job: tuple) -> None:
         k, query_row, rollout, traj_id = job
         t0 = time.perf_counter()
         try:
+            if searcher is None:
+                raise start_error
             trace = searcher.run(SearchItem(query_row["id"], query_row["query"], query_row["reference"]), rollout, traj_id)
         except Exception as exc:  # recorded as failed, retried by the next run
             row = failed_row(query_row, traj_id, rollout, exc, extras["config_hash"])

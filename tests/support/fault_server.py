@@ -2,7 +2,8 @@
 
 Used only for faults a real vLLM cannot be made to produce at will (429, 500, stalls,
 truncated bodies). Requests are matched against rules by a marker string in their
-body; each rule holds a queue of actions, the last of which repeats. Actions:
+body (or a tuple of strings, all present); the first rule that matches applies, and each rule
+holds a queue of actions, the last of which repeats. Actions:
 
 ``ok``          a well-formed answer (thinking, a ``<refine>`` edit, or prompt log-probs)
 ``429``         rate limited, with ``Retry-After: 0``
@@ -12,6 +13,12 @@ body; each rule holds a queue of actions, the last of which repeats. Actions:
 ``empty``       a completion with empty text
 ``no_refine``   an edit answer without a ``<refine>`` block
 ``no_logprobs`` a completion without ``prompt_logprobs`` (what a hosted API answers)
+
+Every request is also kept in ``requests`` (path, action, headers, body), so a test can check
+what a client sent (an ``Authorization`` header, which item a request belonged to). With
+``seeded=True`` a well-formed answer depends on the request's ``seed`` (and on the choice index),
+so a run that replays with the same seeds gets the same answers and any other run does not, and
+prompt log-probs depend on the whole prompt (so a rewritten thinking changes the score).
 """
 
 from __future__ import annotations
@@ -32,16 +39,30 @@ EDIT = ("The segment is vague about the reader.\n</analyze>\n<refine>\nI should 
 
 @dataclass
 class Rule:
-    marker: str
+    marker: str | tuple[str, ...]  # a tuple matches a body that holds every one of its strings
     actions: list[str]
+
+    def matches(self, body: str) -> bool:
+        markers = (self.marker,) if isinstance(self.marker, str) else self.marker
+        return all(m in body for m in markers)
+
+
+@dataclass
+class Request:
+    path: str
+    action: str
+    headers: dict[str, str]  # names in lower case
+    body: str
 
 
 @dataclass
 class FaultServer:
     host: str = "127.0.0.1"
     slow_s: float = 2.0
+    seeded: bool = False
     rules: list[Rule] = field(default_factory=list)
     log: list[tuple[str, str]] = field(default_factory=list)  # (path, action) per request
+    requests: list[Request] = field(default_factory=list)  # everything a client sent, in order
     in_flight: int = 0
     max_in_flight_seen: int = 0
 
@@ -63,14 +84,14 @@ class FaultServer:
         self.httpd.shutdown()
         self.httpd.server_close()
 
-    def on(self, marker: str, *actions: str) -> None:
+    def on(self, marker: str | tuple[str, ...], *actions: str) -> None:
         with self._lock:
             self.rules.append(Rule(marker, list(actions)))
 
     def next_action(self, body: str) -> str:
         with self._lock:
             for rule in self.rules:
-                if rule.marker in body:
+                if rule.matches(body):
                     return rule.actions.pop(0) if len(rule.actions) > 1 else rule.actions[0]
             return "ok"
 
@@ -82,8 +103,30 @@ def _logprob(token: int) -> float:
     return -((token * 7919) % 37) / 10.0
 
 
-def _ok_body(path: str, request: dict, action: str) -> dict:
+_WORDS = ("harbour", "lantern", "orchard", "ledger", "meadow", "copper", "signal", "pebble", "thistle", "compass",
+          "violet", "granary", "ember", "canal", "quarry", "saddle")
+
+
+def _seed_sentence(seed: int | None, index: int) -> str:
+    """A sentence that depends on a request's seed and the choice index."""
+    words = " ".join(_WORDS[((int(seed or 0) >> (4 * k)) ^ (index * (k + 3))) % len(_WORDS)] for k in range(4))
+    return f"I keep in mind the {words} detail, since it anchors the reader."
+
+
+def _seeded(text: str, seed: int | None, index: int) -> str:
+    """A thinking or edit answer varied by seed and choice: the sentence goes after the first line
+    of a thinking and at the start of an edit's ``<refine>`` block."""
+    sentence = _seed_sentence(seed, index)
+    if "<refine>\n" in text:
+        return text.replace("<refine>\n", f"<refine>\n{sentence} ", 1)
+    first, sep, rest = text.partition("\n")
+    return f"{first} {sentence}{sep}{rest}"
+
+
+def _ok_body(path: str, request: dict, action: str, seeded: bool = False) -> dict:
     usage = {"prompt_tokens": 50, "completion_tokens": 150, "total_tokens": 200}
+    if action == "empty":
+        usage = {"prompt_tokens": 50, "completion_tokens": 0, "total_tokens": 50}
     if path.endswith("/chat/completions"):
         prefill = request["messages"][-1]["content"] if request["messages"][-1]["role"] == "assistant" else ""
         text = EDIT if prefill.startswith("<analyze>") else THINKING
@@ -91,8 +134,10 @@ def _ok_body(path: str, request: dict, action: str) -> dict:
             text = "I looked at the segment and found nothing to change."
         if action == "empty":
             text = ""
-        choices = [{"index": i, "message": {"role": "assistant", "content": text}, "finish_reason": "stop"}
-                   for i in range(request.get("n") or 1)]
+        texts = [_seeded(text, request.get("seed"), i) if seeded and text in (THINKING, EDIT) else text
+                 for i in range(request.get("n") or 1)]
+        choices = [{"index": i, "message": {"role": "assistant", "content": t}, "finish_reason": "stop"}
+                   for i, t in enumerate(texts)]
         return {"id": "chatcmpl-x", "object": "chat.completion", "created": 0, "model": request["model"],
                 "choices": choices, "usage": usage}
     prompts = request["prompt"]
@@ -102,7 +147,9 @@ def _ok_body(path: str, request: dict, action: str) -> dict:
     for i, ids in enumerate(prompts):
         logprobs = None
         if request.get("prompt_logprobs") is not None and isinstance(ids, list) and action != "no_logprobs":
-            logprobs = [None] + [{str(t): {"logprob": _logprob(t), "rank": 1, "decoded_token": "x"}} for t in ids[1:]]
+            salt = sum(ids) % 101 if seeded else 0  # seeded: a token's log-prob depends on its whole prompt
+            logprobs = [None] + [{str(t): {"logprob": _logprob(t + salt), "rank": 1, "decoded_token": "x"}}
+                                 for t in ids[1:]]
         choices.append({"index": i, "text": "" if action == "empty" else " ok", "finish_reason": "length",
                         "logprobs": None, "prompt_logprobs": logprobs})
     return {"id": "cmpl-x", "object": "text_completion", "created": 0, "model": request["model"],
@@ -139,6 +186,7 @@ def _handler(server: FaultServer):
             action = server.next_action(raw)
             with server._lock:
                 server.log.append((self.path, action))
+                server.requests.append(Request(self.path, action, {k.lower(): v for k, v in self.headers.items()}, raw))
                 server.in_flight += 1
                 server.max_in_flight_seen = max(server.max_in_flight_seen, server.in_flight)
             try:
@@ -154,7 +202,7 @@ def _handler(server: FaultServer):
                 return
             if action == "slow":
                 time.sleep(server.slow_s)
-            body = json.dumps(_ok_body(self.path, json.loads(raw), action)).encode()
+            body = json.dumps(_ok_body(self.path, json.loads(raw), action, server.seeded)).encode()
             if action == "truncated":
                 body = body[: len(body) // 2]
             self._send(200, body)

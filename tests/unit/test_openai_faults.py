@@ -145,3 +145,14 @@ def test_search_records_a_failed_item_and_keeps_the_others(server, embedded_path
     server.rules.clear()
     summary = workload.run(extras, lambda message: None)
     assert (summary["made"], summary["reused"], summary["failed"]) == (1, 2, 0)
+
+
+def test_served_model_lookup_does_not_deadlock_with_one_slot(server, embedded_path):
+    """With no model named, the client asks the server; that lookup must not wait for the slot the scorer holds."""
+    client = _client(server, tokenizer=str(embedded_path), max_in_flight=1, model=None)
+    result = {}
+    thread = threading.Thread(target=lambda: result.update(scorer=OpenAIScorer(client, "m")), daemon=True)
+    thread.start()
+    thread.join(timeout=20)
+    assert not thread.is_alive(), "the scorer hung waiting for its own in-flight slot"
+    assert client.model == "fake-model"
