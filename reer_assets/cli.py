@@ -161,9 +161,15 @@ def _print_table(frame) -> None:
 
 
 def cmd_lineage_sql(args: argparse.Namespace) -> int:
+    import duckdb
+
     from reer_assets.lib.duckdb_store import query
 
-    frame = query(args.sql)
+    try:
+        frame = query(args.sql)
+    except duckdb.Error as exc:
+        _err(f"reer: SQL error: {exc}")
+        return 2
     if args.json:
         print(frame.write_json())
     else:

@@ -58,3 +58,8 @@ def test_score_and_search_json(tmp_path, embedded_path, bundled_item):
         assert trace["final_score"] <= trace["initial_score"]
         for step in trace["steps"]:
             assert "choice" in step and len(step["candidates"]) == 2
+
+
+def test_bad_lineage_sql_is_a_clear_error(tmp_path):
+    out = reer("lineage", "sql", "SELECT no_such_column FROM trajectories", env={"REER_LINEAGE_DB": str(tmp_path / "l.duckdb")})
+    assert out.returncode == 2 and "no_such_column" in out.stderr and "Traceback" not in out.stderr
