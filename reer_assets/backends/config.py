@@ -126,17 +126,9 @@ def _client(spec: BackendSpec):
     return OpenAIClient(ClientSettings(
         base_url=spec.base_url, model=spec.model, api_key_env=spec.api_key_env, max_in_flight=spec.max_in_flight,
         timeout_s=spec.timeout_s, max_attempts=spec.max_attempts, prefill_mode=spec.prefill_mode,
-        tokenizer=spec.tokenizer or _local_model_dir(spec),
+        # a served model's tokenizer is read locally: the named model, else the embedded build
+        tokenizer=spec.tokenizer or resolve_model_path(spec)[0],
     ))
-
-
-def _local_model_dir(spec: BackendSpec) -> str | None:
-    """Where to read the tokenizer of a served model: the embedded build when none is named."""
-    if spec.model:
-        return spec.model
-    from reer_assets.backends.embedded import ensure_embedded_model
-
-    return str(ensure_embedded_model())
 
 
 def load_generator(spec: BackendSpec):

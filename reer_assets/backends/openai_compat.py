@@ -193,7 +193,7 @@ def _load_tokenizer(settings: ClientSettings, role: str):
     source = settings.tokenizer or settings.model
     if not source:
         raise ScorerConfigError(f"the {role} over HTTP tokenizes locally: set REER_{role.upper()}_TOKENIZER "
-                                "(or REER_{ROLE}_MODEL) to the model's local path")
+                                f"(or REER_{role.upper()}_MODEL) to the model's local path")
     try:
         return AutoTokenizer.from_pretrained(source)
     except (OSError, ValueError) as exc:
@@ -239,24 +239,25 @@ class OpenAIGenerator:
         if self._tokenizer is not None:
             prompt = render(self._tokenizer, request.messages, request.prefill)
 
-            def send() -> tuple[Any, list[str]]:
+            def send() -> tuple[Any, list[Any], list[str]]:
                 response = client.sdk.completions.create(prompt=prompt, extra_body=extra, **common)
-                return response, [c.text or "" for c in _choices(response, request.n)]
+                choices = _choices(response, request.n)
+                return response, choices, [c.text or "" for c in choices]
         else:
             messages = list(request.messages)
             if request.prefill:
                 messages.append({"role": "assistant", "content": request.prefill})
                 extra.update(continue_final_message=True, add_generation_prompt=False)
 
-            def send() -> tuple[Any, list[str]]:
+            def send() -> tuple[Any, list[Any], list[str]]:
                 response = client.sdk.chat.completions.create(messages=messages, extra_body=extra, **common)
-                return response, [c.message.content or "" for c in _choices(response, request.n)]
+                choices = _choices(response, request.n)
+                return response, choices, [c.message.content or "" for c in choices]
 
-        response, texts = client.call(send)
+        response, choices, texts = client.call(send)
         prompt_tokens, completion_tokens = client.record_usage(response.usage)
-        finishes = [c.finish_reason for c in _choices(response, request.n)]
-        return [Completion(text, tokens, prompt_tokens, "length" if finish == "length" else "stop")
-                for text, tokens, finish in zip(texts, _apportion(completion_tokens, texts), finishes)]
+        return [Completion(text, tokens, prompt_tokens, "length" if choice.finish_reason == "length" else "stop")
+                for text, tokens, choice in zip(texts, _apportion(completion_tokens, texts), choices)]
 
 
 def _choices(response: Any, expected: int) -> list[Any]:

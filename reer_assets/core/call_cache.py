@@ -18,7 +18,7 @@ import os
 import threading
 from dataclasses import asdict
 from pathlib import Path
-from typing import Any, Iterable
+from typing import Any, Callable, Iterable
 
 from reer_assets.core.protocols import Completion, GenerationRequest, Generator, ScoreRequest, ScoreResult, Scorer
 
@@ -73,6 +73,22 @@ class CallCache:
                 os.fsync(handle.fileno())
 
 
+def _through_cache(cache: CallCache, keys: list[str], requests: list, fetch: Callable[[list], list],
+                   encode: Callable[[Any], Any]) -> tuple[list[Any], int]:
+    """Stored values for ``keys``; the missing ones fetched in one call, encoded and stored.
+
+    Returns the values in request order and how many requests reached ``fetch``.
+    """
+    values = [cache.get(k) for k in keys]
+    missing = [i for i, value in enumerate(values) if value is None]
+    if missing:
+        fresh = [encode(answer) for answer in fetch([requests[i] for i in missing])]
+        cache.put_many((keys[i], value) for i, value in zip(missing, fresh))
+        for i, value in zip(missing, fresh):
+            values[i] = value
+    return values, len(missing)
+
+
 class CachingScorer:
     """A Scorer that asks the wrapped one only for requests it has not seen."""
 
@@ -86,16 +102,9 @@ class CachingScorer:
         return _key("score", self.model_id, [request.messages, request.prefix, request.continuation])
 
     def score(self, requests: list[ScoreRequest]) -> list[ScoreResult]:
-        keys = [self.key(r) for r in requests]
-        cached = [self.cache.get(k) for k in keys]
-        missing = [i for i, value in enumerate(cached) if value is None]
-        if missing:
-            fresh = self.inner.score([requests[i] for i in missing])
-            self.calls += len(missing)
-            self.cache.put_many((keys[i], asdict(result)) for i, result in zip(missing, fresh))
-            for i, result in zip(missing, fresh):
-                cached[i] = asdict(result)
-        return [ScoreResult(**value) for value in cached]
+        values, calls = _through_cache(self.cache, [self.key(r) for r in requests], requests, self.inner.score, asdict)
+        self.calls += calls
+        return [ScoreResult(**value) for value in values]
 
 
 class CachingGenerator:
@@ -112,14 +121,7 @@ class CachingGenerator:
                                                 asdict(request.sampling), request.seed])
 
     def generate(self, requests: list[GenerationRequest]) -> list[list[Completion]]:
-        keys = [self.key(r) for r in requests]
-        cached = [self.cache.get(k) for k in keys]
-        missing = [i for i, value in enumerate(cached) if value is None]
-        if missing:
-            fresh = self.inner.generate([requests[i] for i in missing])
-            self.calls += len(missing)
-            encoded = [[asdict(c) for c in completions] for completions in fresh]
-            self.cache.put_many((keys[i], value) for i, value in zip(missing, encoded))
-            for i, value in zip(missing, encoded):
-                cached[i] = value
-        return [[Completion(**c) for c in value] for value in cached]
+        values, calls = _through_cache(self.cache, [self.key(r) for r in requests], requests, self.inner.generate,
+                                       lambda completions: [asdict(c) for c in completions])
+        self.calls += calls
+        return [[Completion(**c) for c in value] for value in values]
