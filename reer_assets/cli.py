@@ -62,7 +62,7 @@ def cmd_score(args: argparse.Namespace) -> int:
     from reer_assets.core.segment import segment
 
     scorer = load_scorer(BackendSpec.from_env("scorer"))
-    request = build_score_request(prompts_for(args.query), args.query, _read(args.thinking).strip(), segment(_read(args.reference)))
+    request = build_score_request(args.query, _read(args.thinking).strip(), segment(_read(args.reference)))
     result = scorer.score([request])[0]
     out = {"score": score_of(result), "scored_tokens": len(result.token_logprobs), "scorer_model": scorer.model_id}
     print(json.dumps(out) if args.json else f"score {out['score']:.4f} over {out['scored_tokens']} tokens")

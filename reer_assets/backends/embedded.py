@@ -26,12 +26,12 @@ from pathlib import Path
 from typing import Iterator
 
 from reer_assets import data
-from reer_assets.core.objective import ANSWER_OPEN, THINK_CLOSE, THINK_OPEN
-from reer_assets.core.prompts import EDIT_PREFILL, PROMPT_SET_VERSION, prompts_for
-from reer_assets.core.search import is_draft
+from reer_assets.core.chat_format import THINK_OPEN, assistant_turn
+from reer_assets.core.prompts import PROMPT_SET_VERSION, prompts_for
+from reer_assets.core.search import RECOMPOSE_SEPARATOR, is_draft
 from reer_assets.core.segment import segment
 
-BUILDER_VERSION = "embedded-v4"
+BUILDER_VERSION = "embedded-v5"
 EOS = "<|im_end|>"
 PAD = "<|endoftext|>"
 SPECIAL_TOKENS = [PAD, "<|im_start|>", EOS, "<think>", "</think>", "<answer>", "</answer>",
@@ -94,7 +94,7 @@ def training_examples(inference_examples: int | None = None) -> list[TrainingExa
             examples.append(TrainingExample(
             "inference",
             prompts.inference_messages(row["query"]),
-            THINK_OPEN + row["thinking"] + THINK_CLOSE + ANSWER_OPEN + piece["text"] + "\n</answer>",
+            assistant_turn(row["thinking"], piece["text"]),
             ))
     for row in data.segment_edit_examples():
         source = thinking[row["thinking_id"]]
@@ -112,16 +112,16 @@ def _edit_example(row: dict, source: dict, piece: dict) -> TrainingExample:
     paragraphs = source["thinking"].split("\n\n")
     original = paragraphs[row["segment_index"]]
     paragraphs[row["segment_index"]] = row["weak_segment"]
-    weak = segment("\n\n".join(paragraphs))
-    target = next(i for i, s in enumerate(weak.segments) if row["weak_segment"] in s)
-    refined = weak.segments[target].replace(row["weak_segment"], row["refined"] or original)
-    after = segment(source["thinking"]).segments[target + 1 :]
+    weak = [s.strip() for s in segment("\n\n".join(paragraphs)).segments]
+    target = next(i for i, s in enumerate(weak) if row["weak_segment"] in s)
+    refined = weak[target].replace(row["weak_segment"], row["refined"] or original)
+    after = [s.strip() for s in segment(source["thinking"]).segments][target + 1 :]
     prompts = prompts_for(source["query"])
     messages = prompts.segment_edit_messages(
-        source["query"], piece["text"], weak.segments[:target], weak.segments[target], list(after),
-        is_draft(weak.segments, target), weak.separator,
+        source["query"], piece["text"], weak[:target], weak[target], after,
+        is_draft(weak, target), RECOMPOSE_SEPARATOR,
     )
-    completion = f"{EDIT_PREFILL}{row['analysis']}\n</analyze>\n<refine>\n{refined}\n</refine>"
+    completion = f"{prompts.edit_prefill}{row['analysis']}\n</analyze>\n<refine>\n{refined}\n</refine>"
     return TrainingExample("segment_edit", messages, completion)
 
 

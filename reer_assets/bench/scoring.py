@@ -35,6 +35,7 @@ import torch
 from reer_assets import data
 from reer_assets.core.language import prompt_language
 from reer_assets.core.objective import build_score_request
+from reer_assets.core.search import recompose
 from reer_assets.core.prompts import prompts_for
 from reer_assets.core.protocols import ScoreRequest, Scorer
 from reer_assets.core.segment import segment
@@ -137,11 +138,11 @@ def build_cases(n_items: int = 6, n_candidates: int = 4) -> list[BenchCase]:
         used.add(example["id"])
         thinking = segment(example["thinking"])
         reference = segment(pieces[example["piece_id"]]["text"])
-        prompts = prompts_for(example["query"])
         edited = round(k * (len(thinking) - 1) / max(n_items - 1, 1))
         requests = [
-            build_score_request(prompts, example["query"],
-                                thinking.join(thinking.segments[:edited] + [rewrite] + thinking.segments[edited + 1 :]),
+            build_score_request(example["query"],
+                                recompose([p.strip() for p in thinking.segments[:edited]] + [rewrite]
+                                          + [p.strip() for p in thinking.segments[edited + 1 :]]),
                                 reference)
             for rewrite in candidate_rewrites(thinking.segments[edited], language, n_candidates)
         ]

@@ -22,26 +22,42 @@ def length_score(required: int, produced: int) -> float:
 
 
 _ANSWER = re.compile(r"<answer>(.*?)(?:</answer>|$)", re.DOTALL)
+_TAGS = re.compile(r"</?(think|answer|analyze|refine)>")
 
 
 @dataclass(frozen=True)
 class FormatCheck:
-    think_open: bool
+    """How a generated turn follows the inference format (``core.chat_format``).
+
+    ``output`` includes the ``<think>`` prefill, so the opening tag itself proves nothing; what
+    the model controls is everything after it.
+    """
+
+    single_think: bool  # no second <think> was opened
     think_closed: bool
+    clean_thinking: bool  # no other task's tags (<analyze>, <refine>, <answer>) inside the thinking
     answer_present: bool
     answer: str
+    thinking: str
 
     @property
     def adherent(self) -> bool:
-        return self.think_open and self.think_closed and self.answer_present
+        return self.single_think and self.think_closed and self.clean_thinking and self.answer_present
 
 
 def check_format(output: str) -> FormatCheck:
-    """Is there a closed think block followed by a non-empty answer? ``output`` includes any prefill."""
-    think_open = "<think>" in output
-    _, closed, after = output.partition("</think>")
+    """Is there one closed think block, free of other tags, followed by a non-empty answer?"""
+    head, closed, after = output.partition("</think>")
+    thinking = head.split("<think>", 1)[1] if "<think>" in head else head
     answer = ""
     if closed:
         match = _ANSWER.search(after)
         answer = (match.group(1) if match else after).strip()
-    return FormatCheck(think_open, bool(closed), bool(answer), answer)
+    return FormatCheck(
+        single_think=output.count("<think>") <= 1,
+        think_closed=bool(closed),
+        clean_thinking=_TAGS.search(thinking) is None,
+        answer_present=bool(answer),
+        answer=answer,
+        thinking=thinking,
+    )

@@ -1,21 +1,18 @@
-"""The REER objective (DESIGN.md §2.4): clipped mean NLL of the reference given thinking.
+"""The REER objective: clipped mean NLL of the reference given the thinking (docs/algorithm.md).
 
 score = -mean(clip(log p(token), lo, hi)) over the tokens of the reference after its
-first segment. Lower is better. Context = chat(system, plain inference prompt for x)
-+ "<think>\\n" + z + "\\n</think>\\n<answer>\\n" + first segment of y (+ separator).
+first segment. Lower is better. Context = the inference format of ``core.chat_format``:
+chat(system, standard inference prompt for x) + "<think>\\n" + z + "\\n</think>\\n<answer>\\n"
++ the first segment of y. The scored text is the rest of y exactly as written.
 """
 
 from __future__ import annotations
 
 from dataclasses import dataclass
 
-from reer_assets.core.prompts import PromptSet
+from reer_assets.core.chat_format import assistant_prefix, inference_messages
 from reer_assets.core.protocols import ScoreRequest, ScoreResult
 from reer_assets.core.segment import Segmentation
-
-THINK_OPEN = "<think>\n"
-THINK_CLOSE = "\n</think>\n"
-ANSWER_OPEN = "<answer>\n"
 
 
 @dataclass(frozen=True)
@@ -36,22 +33,20 @@ def clipped_nll(token_logprobs: list[float], settings: ObjectiveSettings = Objec
 
 
 def split_reference(reference: Segmentation) -> tuple[str, str]:
-    """(unscored head, scored tail) of the reference.
+    """(unscored head, scored tail) of the reference: ``head + tail`` is the reference, byte for byte.
 
-    The head is the first segment plus its separator; a reference with a single segment
-    is scored whole, since otherwise nothing would be left to score.
+    The head is the first segment; the tail starts with the whitespace that followed it. A
+    reference of a single segment is scored whole (the official code would score nothing and
+    return its sentinel 1000; see docs/algorithm.md).
     """
     if len(reference.segments) <= 1:
         return "", reference.join()
-    return reference.segments[0] + reference.separator, reference.join(reference.segments[1:])
+    return reference.segments[0], "".join(reference.segments[1:])
 
 
-def build_score_request(
-    prompts: PromptSet, query: str, thinking: str, reference: Segmentation
-) -> ScoreRequest:
+def build_score_request(query: str, thinking: str, reference: Segmentation) -> ScoreRequest:
     head, tail = split_reference(reference)
-    prefix = THINK_OPEN + thinking + THINK_CLOSE + ANSWER_OPEN + head
-    return ScoreRequest(messages=prompts.inference_messages(query), prefix=prefix, continuation=tail)
+    return ScoreRequest(messages=inference_messages(query), prefix=assistant_prefix(thinking, head), continuation=tail)
 
 
 def score_of(result: ScoreResult, settings: ObjectiveSettings = ObjectiveSettings()) -> float:

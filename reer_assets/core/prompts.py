@@ -13,9 +13,19 @@ from dataclasses import dataclass
 from reer_assets.core.language import EN, ZH, prompt_language
 from reer_assets.core.protocols import Message
 
-PROMPT_SET_VERSION = "reer-prompts-v1"
+PROMPT_SET_VERSION = "reer-prompts-v2"
 SYSTEM_PROMPT = "You are a helpful assistant."
-EDIT_PREFILL = "<analyze>\n"
+ANALYZE_OPEN = "<analyze>\n"
+
+# The standard inference prompt: what a user of the trained model sends, and the context the
+# scorer reads (never the reference). It asks for the thinking first, then the piece.
+_EN_INFERENCE = """{query}
+
+Before you write, think the task through in the first person, as an inner monologue in the present and future tense, inside one <think></think> block. Work out what the user is really after and who will read the piece, then what it has to say, then how to build it: the opening, the order of the middle, the close. For anything longer than a few paragraphs, end the thinking with a line of three dashes and an outline or a rough draft that you will grow into the final text. Question your own plan as you go, with turns such as "Hmm, maybe", "Wait,", "Let me think" or "Alternatively,". Keep to plain paragraphs: no bullet points, no numbered lists, no headings, and nothing written as if it had already happened. After </think>, give the finished piece inside <answer></answer>."""
+
+_ZH_INFERENCE = """{query}
+
+动笔之前，请先用第一人称、以现在时和将来时的内心独白，把这项任务想清楚，全部写在一个 <think></think> 块里。先弄明白用户真正想要什么、读者是谁，再想要写哪些内容，最后想怎么搭建：怎样开头，中间按什么顺序展开，怎样收尾。篇幅较长时，在思考的末尾另起一行写三个短横线，接着写提纲或草稿，之后再把它扩展成正文。思考时要不断审视自己的想法，用上“嗯，也许”“等等，”“让我想想”“或者”这样的转折。只写普通段落：不用项目符号，不用编号，不用标题，也不要写成已经发生的事。</think> 之后，把完成的作品写在 <answer></answer> 中。"""
 
 _EN_INITIAL = """Below is a writing request and a finished piece that answers it. Reconstruct the thinking a skilled writer goes through before writing this piece.
 
@@ -97,6 +107,8 @@ class PromptSet:
     edit_template: str
     draft_note: str
     synth_template: str
+    inference_template: str
+    edit_lead_in: str
     openers: tuple[tuple[str, float], ...]
     empty_marker: str
     version: str = PROMPT_SET_VERSION
@@ -105,8 +117,13 @@ class PromptSet:
         return [{"role": "system", "content": SYSTEM_PROMPT}, {"role": "user", "content": user}]
 
     def inference_messages(self, query: str) -> list[Message]:
-        """The plain prompt a user sends: the request alone (never the reference)."""
-        return self._chat(query)
+        """The standard inference prompt: the request plus the thinking instructions (never the reference)."""
+        return self._chat(self.inference_template.format(query=query))
+
+    @property
+    def edit_prefill(self) -> str:
+        """What the assistant turn of a segment edit starts with: a one-line lead-in, then ``<analyze>``."""
+        return self.edit_lead_in + ANALYZE_OPEN
 
     def initial_thinking_messages(self, query: str, reference: str) -> list[Message]:
         return self._chat(self.initial_template.format(query=query, reference=reference))
@@ -147,6 +164,8 @@ ENGLISH = PromptSet(
     edit_template=_EN_EDIT,
     draft_note=_EN_DRAFT_NOTE,
     synth_template=_EN_SYNTH,
+    inference_template=_EN_INFERENCE,
+    edit_lead_in="Let me see what this paragraph still lacks and what it could say to lead more directly to the target text.\n",
     openers=(("Okay, I am given", 0.2), ("Alright, the user", 0.48), ("Alright", 0.32)),
     empty_marker="(nothing)",
 )
@@ -157,6 +176,8 @@ CHINESE = PromptSet(
     edit_template=_ZH_EDIT,
     draft_note=_ZH_DRAFT_NOTE,
     synth_template=_ZH_SYNTH,
+    inference_template=_ZH_INFERENCE,
+    edit_lead_in="我来看看这一段还缺什么、还能补充什么，才能更直接地引向目标文本。\n",
     openers=(("好的", 0.5), ("嗯", 0.5)),
     empty_marker="（无）",
 )

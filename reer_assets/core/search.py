@@ -1,9 +1,10 @@
-"""Perplexity-guided local search over a thinking trajectory (DESIGN.md §2.2–2.6).
+"""Perplexity-guided local search over a thinking trajectory, as the official REER code runs it.
 
 Given a request ``x`` and a reference ``y``, sample an initial thinking ``z0``, then
 rewrite it one segment at a time, keeping a rewrite only when it lowers the clipped
 NLL of ``y``. The score therefore never rises. Everything is recorded in a
-:class:`SearchTrace`.
+:class:`SearchTrace`. docs/algorithm.md describes each step and lists every switch that
+departs from the official code (all off in the ``default`` profile).
 """
 
 from __future__ import annotations
@@ -13,14 +14,17 @@ import random
 import re
 from dataclasses import asdict, dataclass
 
+from reer_assets.core.chat_format import THINK_OPEN
 from reer_assets.core.objective import ObjectiveSettings, build_score_request, score_of
-from reer_assets.core.prompts import EDIT_PREFILL, PromptSet, prompts_for
+from reer_assets.core.prompts import PromptSet, prompts_for
 from reer_assets.core.protocols import Completion, GenerationRequest, Generator, Sampling, Scorer
 from reer_assets.core.segment import Segmentation, segment
 from reer_assets.core.tags import cut_thinking, last_refine
 from reer_assets.core.trace import Candidate, SearchTrace, Step
 
-THINK_PREFILL = "<think>\n"
+THINK_PREFILL = THINK_OPEN
+# how the official code puts a thinking back together once a segment is rewritten
+RECOMPOSE_SEPARATOR = "\n\n"
 INITIAL_BANNED_TAGS = ("<think>", "<analyze>", "</analyze>", "<refine>", "</refine>", "<answer>", "</answer>")
 EDIT_BANNED_TAGS = ("<think>", "</think>", "<answer>", "</answer>")
 _DRAFT_SEPARATOR = re.compile(r"^\s*(-{3,}|—{2,}|\*{3,})\s*$", re.MULTILINE)
@@ -41,9 +45,11 @@ class SearchConfig:
     min_segment_chars: int = 100
     clip_min: float = -2.0
     clip_max: float = 0.0
+    # Switches that depart from the official code (docs/algorithm.md); off by default, on in the
+    # demo and test profiles, where the embedded model needs them.
     # Forbid each task's output the tags that belong to the other task (an initial thinking
     # never holds <refine>, an edit never closes </think>); small models confuse them.
-    ban_foreign_tags: bool = True
+    ban_foreign_tags: bool = False
 
     def sampling(self, max_tokens: int | None = None, banned: tuple[str, ...] = ()) -> Sampling:
         return Sampling(self.temperature, self.top_p, self.top_k, max_tokens or self.max_tokens,
@@ -68,6 +74,11 @@ def derive_seed(seed: int, *parts: object) -> int:
     """A stable 31-bit seed for one call, so runs replay identically."""
     digest = hashlib.sha256(repr((seed, *parts)).encode()).digest()
     return int.from_bytes(digest[:4], "big") & 0x7FFFFFFF
+
+
+def recompose(segments: list[str]) -> str:
+    """A thinking from its (stripped) segments, joined with blank lines as the official code does."""
+    return RECOMPOSE_SEPARATOR.join(segments)
 
 
 def is_draft(segments: list[str], index: int) -> bool:
@@ -102,26 +113,32 @@ class ReerSearch:
         z0 = self._initial_rollout(item, prompts, rollout, trace)
         if z0 is None:
             return trace
-        segments = list(z0.segments)
-        best = self._score(prompts, item.query, [z0.join()], reference, trace)[0]
+        best = self._score(item.query, [z0.join()], reference, trace)[0]
+        best_thinking = z0.join()  # scored exactly as sampled; rewrites are recomposed
         trace.initial_score = best
 
         if best < cfg.stop_thresh:
             trace.skipped_search = True
             trace.stopped_reason = "initial_below_threshold"
         else:
-            trace.stopped_reason = "max_step" if cfg.max_step < len(segments) else "all_segments_visited"
-            for i in range(min(cfg.max_step, len(segments))):
-                step = self._step(item, prompts, reference, z0, segments, i, best, rollout, trace)
+            original = [s.strip() for s in z0.segments]
+            accepted: list[str] = []
+            trace.stopped_reason = "max_step" if cfg.max_step < len(original) else "all_segments_visited"
+            for i in range(min(cfg.max_step, len(original))):
+                step = self._step(item, prompts, reference, accepted, original, i, best, rollout, trace)
                 trace.steps.append(step)
                 if step.choice is not None:
-                    segments[i] = step.candidates[step.choice].text  # type: ignore[assignment]
+                    chosen = step.candidates[step.choice].text
+                    accepted.append(chosen)  # type: ignore[arg-type]
                     best = step.best_score
+                    best_thinking = recompose(accepted + original[i + 1 :])
+                else:
+                    accepted.append(original[i])
                 if best < cfg.stop_thresh:
                     trace.stopped_reason = "below_threshold"
                     break
 
-        trace.final_thinking = z0.join(segments)
+        trace.final_thinking = best_thinking
         trace.final_score = best
         return trace
 
@@ -141,7 +158,7 @@ class ReerSearch:
             seed=derive_seed(self.seed, item.item_id, rollout, "initial"),
         )
         completion = self._generate([request], trace)[0][0]
-        thinking, closed = cut_thinking(opener + completion.text)
+        thinking, closed = cut_thinking(opener + completion.text)  # exact, as the official code keeps it
         trace.opener = opener
         trace.initial_raw = THINK_PREFILL + opener + completion.text
         trace.initial_thinking = thinking
@@ -151,7 +168,6 @@ class ReerSearch:
             return self._reject(trace, "initial_rollout_too_short")
         segmentation = segment(thinking, cfg.min_segment_chars)
         trace.initial_segments = list(segmentation.segments)
-        trace.segment_separator = segmentation.separator
         if len(segmentation) <= 1:
             return self._reject(trace, "initial_rollout_unsegmentable")
         return segmentation
@@ -161,25 +177,27 @@ class ReerSearch:
         item: SearchItem,
         prompts: PromptSet,
         reference: Segmentation,
-        z0: Segmentation,
-        segments: list[str],
+        accepted: list[str],
+        original: list[str],
         i: int,
         best: float,
         rollout: int,
         trace: SearchTrace,
     ) -> Step:
+        """Rewrite segment ``i``: before it the accepted segments, after it the original ones."""
         cfg = self.config
+        after = original[i + 1 :]
         request = GenerationRequest(
             messages=prompts.segment_edit_messages(
                 item.query,
                 item.reference,
-                before=segments[:i],
-                target=segments[i],
-                after=list(z0.segments[i + 1 :]),
-                is_draft=is_draft(segments, i),
-                separator=z0.separator,
+                before=accepted,
+                target=original[i],
+                after=after,
+                is_draft=is_draft(accepted + original[i:], i),
+                separator=RECOMPOSE_SEPARATOR,
             ),
-            prefill=EDIT_PREFILL,
+            prefill=prompts.edit_prefill,
             n=cfg.num_expansion,
             sampling=cfg.sampling(cfg.edit_max_tokens, banned=EDIT_BANNED_TAGS),
             seed=derive_seed(self.seed, item.item_id, rollout, "edit", i),
@@ -187,28 +205,27 @@ class ReerSearch:
         completions = self._generate([request], trace)[0]
         candidates = []
         for completion in completions:
-            raw = EDIT_PREFILL + completion.text
-            text = last_refine(raw)
+            text = last_refine(completion.text)
             candidates.append(
                 Candidate(
                     text=text,
-                    raw=raw,
+                    raw=prompts.edit_prefill + completion.text,
                     score=None,
                     completion_tokens=completion.completion_tokens,
-                    skipped_reason=None if text else "no_refine_block",
+                    skipped_reason=None if text is not None else "no_refine_block",
                 )
             )
         scorable = [c for c in candidates if c.text is not None]
         if scorable:
-            thinkings = [z0.join(segments[:i] + [c.text] + segments[i + 1 :]) for c in scorable]  # type: ignore[list-item]
-            for cand, score in zip(scorable, self._score(prompts, item.query, thinkings, reference, trace)):
+            thinkings = [recompose(accepted + [c.text] + after) for c in scorable]  # type: ignore[list-item]
+            for cand, score in zip(scorable, self._score(item.query, thinkings, reference, trace)):
                 cand.score = score
         choice = None
         for k, cand in enumerate(candidates):
             if cand.score is not None and cand.score < best and (choice is None or cand.score < candidates[choice].score):  # type: ignore[operator]
                 choice = k
         new_best = candidates[choice].score if choice is not None else best
-        return Step(index=i, segment=segments[i], candidates=candidates, choice=choice, best_score=new_best)  # type: ignore[arg-type]
+        return Step(index=i, segment=original[i], candidates=candidates, choice=choice, best_score=new_best)  # type: ignore[arg-type]
 
     # -- model calls ----------------------------------------------------------------------
 
@@ -222,10 +239,8 @@ class ReerSearch:
                 trace.tokens["prompt"] += completions[0].prompt_tokens
         return results
 
-    def _score(
-        self, prompts: PromptSet, query: str, thinkings: list[str], reference: Segmentation, trace: SearchTrace
-    ) -> list[float]:
-        requests = [build_score_request(prompts, query, z, reference) for z in thinkings]
+    def _score(self, query: str, thinkings: list[str], reference: Segmentation, trace: SearchTrace) -> list[float]:
+        requests = [build_score_request(query, z, reference) for z in thinkings]
         results = self.scorer.score(requests)
         trace.tokens["scorer_calls"] += len(requests)
         trace.tokens["scored"] += sum(len(r.token_logprobs) for r in results)

@@ -1,9 +1,15 @@
-"""Split a thinking trajectory (or a reference text) into search steps (DESIGN.md §2.3).
+"""Split a thinking trajectory (or a reference text) into search steps, as the official REER code does.
 
-Rule: split on blank lines, never inside a LaTeX display block ``\\[ ... \\]``; fold
-fragments shorter than ``min_chars`` (and whitespace-only runs) into the next segment,
-a trailing short buffer joins the last segment; if that leaves at most one segment,
-split on single newlines instead with the same folding.
+Rule (docs/algorithm.md): cut the text at blank lines (``\\n\\n``), never inside a LaTeX
+display block ``\\[ … \\]`` (an unclosed block runs to the end of the text). Each cut leaves
+a whitespace run (the separator and all the whitespace after it) as a piece of its own. A
+piece closes a segment only when *it alone* has at least ``min_chars`` characters: shorter
+pieces and whitespace runs are held and prepended to the next long piece, and a held tail
+joins the last segment. Fragments of 60, 60 and 200 characters therefore make one segment.
+If that leaves at most one segment, the same rule runs with single newlines as the cut.
+
+Nothing is stripped or rewritten, so ``"".join(segments) == text`` byte for byte; every
+segment after the first starts with the whitespace that separated it from the one before.
 """
 
 from __future__ import annotations
@@ -12,67 +18,67 @@ import re
 from dataclasses import dataclass
 
 MIN_SEGMENT_CHARS = 100
-
-_LATEX_DISPLAY = re.compile(r"\\\[.*?\\\]", re.DOTALL)
-_BLANK_LINE = re.compile(r"\n[ \t\r\f\v]*\n")
-_NEWLINE = re.compile(r"\n")
+PARAGRAPH, LINE = "\n\n", "\n"
 
 
 @dataclass(frozen=True)
 class Segmentation:
-    """Segments plus the separator that joins them back into one text."""
+    """Segments that rejoin, with ``join``, to exactly the segmented text; ``cut`` is the separator used."""
 
     segments: list[str]
-    separator: str
+    cut: str = PARAGRAPH
 
-    def join(self, segments: list[str] | None = None) -> str:
-        return self.separator.join(self.segments if segments is None else segments)
+    def join(self) -> str:
+        return "".join(self.segments)
 
     def __len__(self) -> int:
         return len(self.segments)
 
 
-def _split_outside_latex(text: str, pattern: re.Pattern[str]) -> list[str]:
-    """Split ``text`` at matches of ``pattern`` that do not fall inside a display block."""
-    protected = [(m.start(), m.end()) for m in _LATEX_DISPLAY.finditer(text)]
-    pieces, start = [], 0
-    for match in pattern.finditer(text):
-        if any(lo < match.start() < hi for lo, hi in protected):
+def _cut_pattern(cut: str) -> re.Pattern[str]:
+    # LaTeX display blocks are matched first, so a cut inside one is never seen
+    return re.compile(r"(\\\[.*?(?:\\\]|\Z))|(" + re.escape(cut) + r"\s*)", re.DOTALL)
+
+
+_PATTERNS = {cut: _cut_pattern(cut) for cut in (PARAGRAPH, LINE)}
+
+
+def pieces(text: str, cut: str = PARAGRAPH) -> list[str]:
+    """Text fragments and the whitespace runs between them, in order; they concatenate to ``text``."""
+    out: list[str] = []
+    start = 0
+    for match in _PATTERNS[cut].finditer(text):
+        if match.group(2) is None:  # a LaTeX block: stays inside the current fragment
             continue
-        pieces.append(text[start : match.start()])
+        out.append(text[start : match.start()])
+        out.append(match.group(2))
         start = match.end()
-    pieces.append(text[start:])
-    return pieces
+    if start < len(text):
+        out.append(text[start:])
+    return [p for p in out if p]
 
 
-def _fold(fragments: list[str], separator: str, min_chars: int) -> list[str]:
+def fold(parts: list[str], min_chars: int = MIN_SEGMENT_CHARS) -> list[str]:
+    """Segments from pieces: a piece of ``min_chars`` or more closes one, carrying the held ones before it."""
     segments: list[str] = []
-    buffer: list[str] = []
-    for fragment in fragments:
-        fragment = fragment.strip()
-        if not fragment:  # whitespace runs fold away
+    held: list[str] = []
+    for part in parts:
+        if not part.strip() or len(part) < min_chars:
+            held.append(part)
             continue
-        buffer.append(fragment)
-        joined = separator.join(buffer)
-        if len(joined) >= min_chars:
-            segments.append(joined)
-            buffer = []
-    if buffer:
-        tail = separator.join(buffer)
+        segments.append("".join(held) + part)
+        held = []
+    if held:
         if segments:
-            segments[-1] = segments[-1] + separator + tail
+            segments[-1] += "".join(held)
         else:
-            segments.append(tail)
+            segments.append("".join(held))
     return segments
 
 
 def segment(text: str, min_chars: int = MIN_SEGMENT_CHARS) -> Segmentation:
     """Segment ``text`` by the REER rule; see the module docstring."""
-    text = text.replace("\r\n", "\n")
-    paragraphs = _fold(_split_outside_latex(text, _BLANK_LINE), "\n\n", min_chars)
+    paragraphs = fold(pieces(text, PARAGRAPH), min_chars)
     if len(paragraphs) > 1:
-        return Segmentation(paragraphs, "\n\n")
-    lines = _fold(_split_outside_latex(text, _NEWLINE), "\n", min_chars)
-    if len(lines) > 1:
-        return Segmentation(lines, "\n")
-    return Segmentation(paragraphs, "\n\n")
+        return Segmentation(paragraphs, PARAGRAPH)
+    return Segmentation(fold(pieces(text, LINE), min_chars), LINE)

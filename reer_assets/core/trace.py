@@ -39,15 +39,14 @@ class SearchTrace:
     reject_reason: str | None = None
     opener: str = ""
     initial_raw: str = ""
-    initial_thinking: str = ""
+    initial_thinking: str = ""  # the text before </think>, exactly as sampled
     initial_closed: bool = False
     initial_tokens: int = 0
     initial_score: float | None = None
-    initial_segments: list[str] = field(default_factory=list)
-    segment_separator: str = "\n\n"
+    initial_segments: list[str] = field(default_factory=list)  # exact: they rejoin to initial_thinking
     skipped_search: bool = False
     steps: list[Step] = field(default_factory=list)
-    final_thinking: str = ""
+    final_thinking: str = ""  # the thinking whose score is final_score
     final_score: float | None = None
     stopped_reason: str = ""
     tokens: dict[str, int] = field(

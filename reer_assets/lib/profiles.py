@@ -1,7 +1,9 @@
 """Named run profiles: the knobs a whole materialisation uses unless a run overrides them.
 
-``default`` follows the paper (DESIGN.md §2.6); ``demo`` is small enough for `make demo` to
-finish on two CPU cores. Chosen by REER_PROFILE or by each asset's ``profile`` config field.
+``default`` follows the official REER code and the paper's settings (docs/algorithm.md): every
+switch that departs from them is off. ``demo`` is small enough for `make demo` to finish on two
+CPU cores and ``test`` is smaller still; both turn on the switches the embedded model needs.
+Chosen by REER_PROFILE or by each asset's ``profile`` config field.
 """
 
 from __future__ import annotations
@@ -12,10 +14,12 @@ from typing import Any
 PROFILES: dict[str, dict[str, Any]] = {
     "default": {
         "search": {"stop_thresh": 0.25, "max_step": 10, "num_expansion": 2, "temperature": 0.8, "top_p": 0.85,
-                   "top_k": 40, "max_tokens": 8000, "edit_max_tokens": None},
+                   "top_k": 40, "max_tokens": 8000, "edit_max_tokens": None, "ban_foreign_tags": False},
         "num_rollouts": 1,
         "synthesis": {"temperature": 0.7, "top_p": 0.9, "top_k": 40, "max_tokens": 256},
-        "finetune": {"epochs": 3, "learning_rate": 1e-3, "batch_size": 4, "max_length": 4096},
+        # the paper's recipe: full fine-tuning, lr 2e-5, 3 epochs, global batch 96 (4 x 24 accumulated)
+        "finetune": {"epochs": 3, "learning_rate": 2e-5, "batch_size": 4, "gradient_accumulation": 24,
+                     "max_length": 16384},
         "benchmark": {"max_tokens": 2048, "temperature": 0.7, "top_p": 0.9, "top_k": 40},
         "filters": {},
     },
@@ -23,10 +27,12 @@ PROFILES: dict[str, dict[str, Any]] = {
         "search": {"stop_thresh": 0.25, "max_step": 3, "num_expansion": 2, "temperature": 0.8, "top_p": 0.85,
                    "top_k": 40, "max_tokens": 640, "edit_max_tokens": 320,
                    # the toy model's closed thinkings are short; the paper-scale floor of 100 drops most
-                   "min_rollout_tokens": 48},
+                   "min_rollout_tokens": 48, "ban_foreign_tags": True},
         "num_rollouts": 2,
         "synthesis": {"temperature": 0.7, "top_p": 0.9, "top_k": 40, "max_tokens": 96},
-        "finetune": {"epochs": 2, "learning_rate": 1e-3, "batch_size": 4, "max_length": 4096},
+        # the embedded model: a learning rate a 1M-parameter model moves with, no accumulation
+        "finetune": {"epochs": 2, "learning_rate": 1e-3, "batch_size": 4, "gradient_accumulation": 1,
+                     "max_length": 4096},
         "benchmark": {"max_tokens": 384, "temperature": 0.7, "top_p": 0.9, "top_k": 40},
         # the toy embedded model rarely writes clean tags; the demo keeps such rows to show the whole graph
         "filters": {"reject_malformed_tags": False},
@@ -34,10 +40,12 @@ PROFILES: dict[str, dict[str, Any]] = {
     # the smallest settings that still exercise every code path (the test suite uses it)
     "test": {
         "search": {"stop_thresh": 0.25, "max_step": 2, "num_expansion": 2, "temperature": 0.8, "top_p": 0.85,
-                   "top_k": 40, "max_tokens": 480, "edit_max_tokens": 256, "min_rollout_tokens": 48},
+                   "top_k": 40, "max_tokens": 480, "edit_max_tokens": 256, "min_rollout_tokens": 48,
+                   "ban_foreign_tags": True},
         "num_rollouts": 1,
         "synthesis": {"temperature": 0.7, "top_p": 0.9, "top_k": 40, "max_tokens": 64},
-        "finetune": {"epochs": 1, "learning_rate": 1e-3, "batch_size": 4, "max_length": 4096},
+        "finetune": {"epochs": 1, "learning_rate": 1e-3, "batch_size": 4, "gradient_accumulation": 1,
+                     "max_length": 4096},
         "benchmark": {"max_tokens": 64, "temperature": 0.7, "top_p": 0.9, "top_k": 40},
         "filters": {"reject_malformed_tags": False},
     },

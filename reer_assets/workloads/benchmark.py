@@ -1,9 +1,10 @@
 """Workload: generate answers to the bundled benchmark prompts and score them, per model.
 
 extras: models [{label, path, model_id, checkpoint_id}], prompts (JSONL path or null for the bundled
-set), out (Parquet), config {max_tokens, temperature, top_p, top_k, seed}, judge (null or settings).
-Metrics per answer: LongBench-Write length score, format adherence (think closed, answer present),
-the model's clipped NLL of the held-out reference, and a judge score when a judge is configured.
+set), out (Parquet), config {max_tokens, temperature, top_p, top_k, seed}.
+Metrics per answer: LongBench-Write length score, format adherence (one closed, clean think block
+and an answer), and the model's clipped NLL of the held-out reference (the REER objective, in the
+one inference format) given no thinking and given the model's own generated thinking.
 """
 
 from __future__ import annotations
@@ -14,19 +15,20 @@ from pathlib import Path
 import polars as pl
 
 from reer_assets.core.bench_metrics import check_format, length_score
+from reer_assets.core.chat_format import THINK_OPEN, inference_messages
 from reer_assets.core.ids import stable_id
 from reer_assets.core.language import length_units
-from reer_assets.core.objective import ANSWER_OPEN, THINK_CLOSE, THINK_OPEN, clipped_nll
-from reer_assets.core.prompts import prompts_for
-from reer_assets.core.protocols import GenerationRequest, Sampling, ScoreRequest
+from reer_assets.core.objective import build_score_request, score_of
+from reer_assets.core.protocols import GenerationRequest, Sampling
 from reer_assets.core.search import derive_seed
+from reer_assets.core.segment import segment
 from reer_assets.workloads.common import Extras, Log, pipes_main, quiet_libraries
 
 RESULT_SCHEMA = {
     "id": pl.String, "checkpoint_id": pl.String, "model_label": pl.String, "model": pl.String,
     "prompt_id": pl.String, "domain": pl.String, "language": pl.String, "required_length": pl.Int32,
     "output_length": pl.Int32, "length_score": pl.Float64, "format_ok": pl.Boolean, "heldout_nll": pl.Float64,
-    "judge_score": pl.Float64, "judge_status": pl.String, "output": pl.String,
+    "heldout_nll_own_thinking": pl.Float64, "output": pl.String,
 }
 
 
@@ -44,23 +46,22 @@ def run(extras: Extras, log: Log) -> dict:
         loaded = LoadedModel.load(spec["path"])
         generator, scorer = HFGenerator(loaded, spec["model_id"]), HFScorer(loaded, spec["model_id"])
         for prompt in prompts:
-            ps = prompts_for(prompt["prompt"])
-            request = GenerationRequest(ps.inference_messages(prompt["prompt"]), prefill=THINK_OPEN, n=1,
+            request = GenerationRequest(inference_messages(prompt["prompt"]), prefill=THINK_OPEN, n=1,
                                         sampling=sampling, seed=derive_seed(cfg["seed"], prompt["id"], "bench"))
             output = THINK_OPEN + generator.generate([request])[0][0].text
             fmt = check_format(output)
             produced = length_units(fmt.answer, prompt["language"])
-            nll_request = ScoreRequest(ps.inference_messages(prompt["prompt"]), THINK_OPEN + THINK_CLOSE.lstrip("\n") + ANSWER_OPEN,
-                                       prompt["reference"])
-            nll = clipped_nll(scorer.score([nll_request])[0].token_logprobs)
+            reference = segment(prompt["reference"])
+            # no thinking, then the model's own (its text up to </think>, or all of it when unclosed)
+            nll, own = (score_of(r) for r in scorer.score([
+                build_score_request(prompt["prompt"], "", reference),
+                build_score_request(prompt["prompt"], fmt.thinking.removeprefix("\n"), reference)]))
             rows.append({
                 "id": stable_id("bench", spec["model_id"], prompt["id"], cfg), "checkpoint_id": spec.get("checkpoint_id"),
                 "model_label": spec["label"], "model": spec["model_id"], "prompt_id": prompt["id"],
                 "domain": prompt["domain"], "language": prompt["language"], "required_length": prompt["required_length"],
                 "output_length": produced, "length_score": length_score(prompt["required_length"], produced),
-                "format_ok": fmt.adherent, "heldout_nll": nll, "judge_score": None,
-                "judge_status": "skipped: no judge endpoint configured" if not extras.get("judge") else "pending",
-                "output": output,
+                "format_ok": fmt.adherent, "heldout_nll": nll, "heldout_nll_own_thinking": own, "output": output,
             })
         log(f"{spec['label']}: {len(prompts)} prompts done")
     frame = pl.DataFrame(rows, schema=RESULT_SCHEMA)

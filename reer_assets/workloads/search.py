@@ -139,7 +139,7 @@ def run(extras: Extras, log: Log) -> dict:
 
     quiet_libraries()
     cfg = extras["config"]
-    search_config = SearchConfig(**cfg["search"])
+    search_config = SearchConfig(**{**cfg["search"], "num_rollouts": cfg.get("num_rollouts", 1)})
     queries = pl.read_parquet(extras["queries"]).filter(pl.col("status") == "accepted")
     work = Path(extras["work"])
     checkpoints = ItemCheckpoints(work / "items")

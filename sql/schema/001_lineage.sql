@@ -157,13 +157,13 @@ CREATE TABLE IF NOT EXISTS benchmark_results (
     output_length INTEGER,
     length_score DOUBLE,
     format_ok BOOLEAN,
-    heldout_nll DOUBLE,
-    judge_score DOUBLE,
-    judge_status VARCHAR,
+    heldout_nll DOUBLE,                 -- clipped NLL of the held-out reference given no thinking
+    heldout_nll_own_thinking DOUBLE,    -- ... given the model's own generated thinking
     output VARCHAR,
     run_id VARCHAR,
     recorded_at TIMESTAMP DEFAULT current_timestamp
 );
+ALTER TABLE benchmark_results ADD COLUMN IF NOT EXISTS heldout_nll_own_thinking DOUBLE;
 
 CREATE OR REPLACE VIEW row_provenance AS
 SELECT

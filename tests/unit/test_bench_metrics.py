@@ -16,3 +16,7 @@ def test_format_adherence():
     assert check_format("<think>\nplan\n</think>\nText without tags").adherent
     assert not check_format("<think>\nplan that never ends").adherent
     assert not check_format("<think>\nplan\n</think>\n<answer>\n  </answer>").adherent
+    assert not check_format("<think>\nplan <think> again\n</think>\n<answer>\nText</answer>").adherent
+    assert not check_format("<think>\nplan <refine>x</refine>\n</think>\n<answer>\nText</answer>").adherent
+    checked = check_format("<think>\nthe plan\n</think>\n<answer>\nText\n</answer>")
+    assert checked.thinking == "\nthe plan\n" and checked.answer == "Text"

@@ -9,6 +9,7 @@ import pytest
 
 from reer_assets.core.call_cache import CachingGenerator, CachingScorer, CallCache
 from reer_assets.core.search import ReerSearch, SearchConfig
+from tests.support.traces import assert_same
 from tests.unit.test_search import ScriptedGenerator, _thinking
 
 CONFIG = SearchConfig(max_step=2, num_expansion=2, max_tokens=600, edit_max_tokens=200, stop_thresh=0.0)
@@ -53,7 +54,8 @@ def test_a_run_cut_short_replays_only_what_it_had_finished(embedded_scorer, bund
     search, gen, sc = _search(embedded_generator, embedded_scorer, path)
     again = search.run(bundled_item)
     assert 0 < gen.calls + sc.calls < total
-    assert again.to_dict() == first.to_dict()
+    # the recomputed candidates are scored in another batch composition: scores agree to a tolerance
+    assert_same(again.to_dict(), first.to_dict())
 
 
 def test_keys_depend_on_model_and_request():

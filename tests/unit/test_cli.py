@@ -22,7 +22,7 @@ def test_segment_json(tmp_path):
     path.write_text(f"{a}\n\n\n{b}\n\nEnd.", encoding="utf-8")
     out = reer("segment", str(path), "--json")
     assert out.returncode == 0, out.stderr
-    assert json.loads(out.stdout) == [a, f"{b}\n\nEnd."]
+    assert json.loads(out.stdout) == [a, f"\n\n\n{b}\n\nEnd."]  # exact text: the segments rejoin to the file
 
 
 def test_missing_file_is_a_clear_error(tmp_path):

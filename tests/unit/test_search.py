@@ -1,4 +1,4 @@
-"""The local search loop (DESIGN.md §2.5): real embedded model where it matters,
+"""The local search loop (docs/algorithm.md): real embedded model where it matters,
 scripted generators only to force a branch."""
 
 from __future__ import annotations
@@ -11,6 +11,8 @@ from reer_assets.core.protocols import Completion, GenerationRequest
 from reer_assets.core.search import ReerSearch, SearchConfig, SearchItem
 from reer_assets.core.trace import SearchTrace
 
+# the switches the test profile turns on for the embedded model (docs/algorithm.md)
+SMALL_MODEL = {"ban_foreign_tags": True, "min_rollout_tokens": 48}
 PARAGRAPH = "Alright, the user wants a calm piece for new parents, and I will keep every sentence short and warm. "
 
 
@@ -28,6 +30,7 @@ class ScriptedGenerator:
         for request in requests:
             self.calls.append(request)
             if request.prefill.startswith("<think>"):
+                assert request.sampling.banned == ()  # the default config bans nothing (official)
                 out.append([Completion(self.initial, self.initial_tokens, 10)])
             else:
                 out.append([Completion(self.edits[k % len(self.edits)], 50, 10) for k in range(request.n)])
@@ -41,15 +44,24 @@ class NeverScorer:
         raise AssertionError("a rejected rollout must not be scored")
 
 
+def searched(generator, scorer, item, config: SearchConfig, seeds=range(6)):
+    """The first trace of ``seeds`` whose initial thinking was usable: the embedded model writes an
+    unsegmentable or too short one for some seeds, and these tests are about what comes after."""
+    for seed in seeds:
+        trace = ReerSearch(generator, scorer, config, seed=seed).run(item)
+        if trace.status == "ok":
+            return trace
+    raise AssertionError(f"no usable initial thinking in seeds {list(seeds)}: last {trace.reject_reason}")
+
+
 def _thinking(n: int) -> str:
     return "\n\n".join(f"{PARAGRAPH}Point {i} of the plan." for i in range(n)) + "\n</think>"
 
 
 @pytest.mark.model
 def test_score_never_increases_on_bundled_item(embedded_generator, embedded_scorer, bundled_item):
-    config = SearchConfig(max_step=3, num_expansion=2, max_tokens=600, stop_thresh=0.0)
-    trace = ReerSearch(embedded_generator, embedded_scorer, config, seed=2).run(bundled_item)
-    assert trace.status == "ok", trace.reject_reason
+    config = SearchConfig(max_step=3, num_expansion=2, max_tokens=600, stop_thresh=0.0, **SMALL_MODEL)
+    trace = searched(embedded_generator, embedded_scorer, bundled_item, config)
     previous = trace.initial_score
     for step in trace.steps:
         assert step.best_score <= previous
@@ -63,7 +75,7 @@ def test_score_never_increases_on_bundled_item(embedded_generator, embedded_scor
 
 @pytest.mark.model
 def test_deterministic_for_a_seed(embedded_generator, embedded_scorer, bundled_item):
-    config = SearchConfig(max_step=2, num_expansion=2, max_tokens=500, stop_thresh=0.0)
+    config = SearchConfig(max_step=2, num_expansion=2, max_tokens=500, stop_thresh=0.0, **SMALL_MODEL)
     a = ReerSearch(embedded_generator, embedded_scorer, config, seed=11).run(bundled_item)
     b = ReerSearch(embedded_generator, embedded_scorer, config, seed=11).run(bundled_item)
     assert a.to_dict() == b.to_dict()
@@ -117,12 +129,37 @@ def test_respects_max_step_and_keeps_unvisited_segments(embedded_scorer, bundled
     generator = ScriptedGenerator(_thinking(6), ["<analyze>a</analyze><refine>" + PARAGRAPH + "changed</refine>"])
     trace = ReerSearch(generator, embedded_scorer, SearchConfig(max_step=2, stop_thresh=0.0), seed=0).run(bundled_item)
     assert [s.index for s in trace.steps] == [0, 1]
-    assert trace.final_thinking.split("\n\n")[2:] == trace.initial_segments[2:]
+    assert trace.final_thinking.split("\n\n")[2:] == [s.strip() for s in trace.initial_segments[2:]]
+
+
+def test_edits_see_accepted_segments_before_and_original_ones_after(bundled_item):
+    """The recomposed thinking is the official one: stripped segments joined by blank lines, and the
+    final thinking is the text whose score is the final score."""
+    preview = " ".join(bundled_item.reference.split()[-120:])
+    edits = ["<analyze>y</analyze><refine>\nI will write this: " + preview + "\n</refine>"]
+    generator = ScriptedGenerator(_thinking(4), edits)
+    trace = ReerSearch(generator, OverlapScorer(), SearchConfig(max_step=2, stop_thresh=0.0), seed=1).run(bundled_item)
+    assert trace.steps[0].choice == 0
+    rewrite = "I will write this: " + preview
+    original = [s.strip() for s in trace.initial_segments]
+    assert trace.final_thinking == "\n\n".join([rewrite] + original[1:]) or \
+        trace.final_thinking == "\n\n".join([rewrite, rewrite] + original[2:])
+    second = generator.calls[2].messages[-1]["content"]  # the edit prompt of step 2
+    assert rewrite in second and original[2] in second
+    # every edit turn starts with the lead-in sentence, then <analyze>
+    assert generator.calls[1].prefill.endswith("<analyze>\n") and len(generator.calls[1].prefill) > len("<analyze>\n")
+
+
+def test_an_unclosed_refine_block_is_a_candidate_as_in_the_official_code(bundled_item):
+    generator = ScriptedGenerator(_thinking(3), ["<analyze>a</analyze><refine>an unclosed rewrite"])
+    trace = ReerSearch(generator, OverlapScorer(), SearchConfig(max_step=1, stop_thresh=0.0), seed=0).run(bundled_item)
+    assert [c.text for c in trace.steps[0].candidates] == ["an unclosed rewrite"] * 2
+    assert all(c.score is not None for c in trace.steps[0].candidates)
 
 
 @pytest.mark.model
 def test_candidates_without_refine_are_skipped(embedded_scorer, bundled_item):
-    generator = ScriptedGenerator(_thinking(3), ["<analyze>only analysis, no rewrite</analyze>", "<refine>unclosed"])
+    generator = ScriptedGenerator(_thinking(3), ["<analyze>only analysis, no rewrite</analyze>", "no tags at all"])
     trace = ReerSearch(generator, embedded_scorer, SearchConfig(max_step=3, stop_thresh=0.0), seed=0).run(bundled_item)
     for step in trace.steps:
         assert step.choice is None
@@ -166,8 +203,8 @@ def test_opener_distribution_follows_weights():
 
 @pytest.mark.model
 def test_trace_round_trips_through_json(embedded_generator, embedded_scorer, bundled_item):
-    config = SearchConfig(max_step=1, num_expansion=2, max_tokens=400, stop_thresh=0.0)
-    trace = ReerSearch(embedded_generator, embedded_scorer, config, seed=5).run(bundled_item)
+    config = SearchConfig(max_step=1, num_expansion=2, max_tokens=400, stop_thresh=0.0, **SMALL_MODEL)
+    trace = searched(embedded_generator, embedded_scorer, bundled_item, config)
     data = json.loads(trace.to_json())
     assert {"initial_score", "final_score", "steps", "tokens", "generator_model", "prompt_set_version"} <= set(data)
     assert SearchTrace.from_json(trace.to_json()) == trace

@@ -26,13 +26,12 @@ def _contexts():
         pieces = [p for p in data.corpus() if p["language"] == language and p["id"] in thinking][:2]
         assert len(pieces) == 2, language
         for piece in pieces:
-            prompts = prompts_for(piece["request"])
             z = thinking[piece["id"]]["thinking"]
-            requests.append(build_score_request(prompts, piece["request"], z, segment(piece["text"])))
+            requests.append(build_score_request(piece["request"], z, segment(piece["text"])))
             # a second candidate with one segment swapped, as a search step scores it
             parts = segment(z).segments
             swapped = "\n\n".join(parts[:-1] + ["I will keep it short and end on the image."])
-            requests.append(build_score_request(prompts, piece["request"], swapped, segment(piece["text"])))
+            requests.append(build_score_request(piece["request"], swapped, segment(piece["text"])))
     return requests
 
 

@@ -9,7 +9,7 @@ import polars as pl
 
 from reer_assets.core.filters import FilterConfig, NearDuplicateIndex, row_reasons
 from reer_assets.core.ids import config_hash, stable_id
-from reer_assets.core.objective import THINK_OPEN
+from reer_assets.core.chat_format import conversation
 from reer_assets.defs.partitions import domain_partitions
 from reer_assets.defs.resources import LineageResource
 from reer_assets.lib import fingerprints
@@ -135,12 +135,12 @@ def filtered_dataset(context: dg.AssetExecutionContext, config: FilterRunConfig,
 
 
 def to_chat(frame: pl.DataFrame) -> pl.DataFrame:
-    """Chat-format rows: user = query, assistant = <think>…</think> then the answer."""
+    """Chat-format rows in the one inference format (``core.chat_format``): system, the standard
+    inference prompt for the query, and the assistant turn <think>…</think><answer>…</answer>."""
     return frame.select(
         "id", "domain", "trajectory_id", "document_id", "final_score",
         pl.struct(["query", "thinking", "reference"]).map_elements(
-            lambda r: [{"role": "user", "content": r["query"]},
-                       {"role": "assistant", "content": f"{THINK_OPEN}{r['thinking']}\n</think>\n\n{r['reference']}"}],
+            lambda r: conversation(r["query"], r["thinking"], r["reference"]),
             return_dtype=pl.List(pl.Struct({"role": pl.String, "content": pl.String})),
         ).alias("messages"),
     )
@@ -153,8 +153,9 @@ def to_chat(frame: pl.DataFrame) -> pl.DataFrame:
     kinds={"polars", "duckdb"},
 )
 def sft_dataset(context: dg.AssetExecutionContext, lineage: LineageResource) -> dg.MaterializeResult:
-    """The accepted rows of every materialised domain in chat format (``messages``: user = query,
-    assistant = ``<think>\\n…\\n</think>\\n\\n`` + answer), as Parquet and JSONL with a dataset
+    """The accepted rows of every materialised domain in chat format (``messages``: system, the
+    standard inference prompt for the query, assistant = ``<think>…</think><answer>…</answer>``,
+    the one format the scorer read), as Parquet and JSONL with a dataset
     card (counts per domain, score statistics, filter funnel). Unpartitioned; versioned by the
     hash of its rows under ``reer/datasets/sft/<version>/``; lineage tables ``datasets`` and
     ``dataset_members``.

@@ -1,7 +1,6 @@
 """benchmark_scores: base vs fine-tuned model on the bundled benchmark prompts."""
 
 
-import os
 from typing import Optional
 
 import dagster as dg
@@ -26,6 +25,7 @@ def summary_table(frame: pl.DataFrame) -> pl.DataFrame:
     metrics = [pl.col("length_score").mean().round(1).alias("length_score"),
                pl.col("format_ok").mean().round(3).alias("format_rate"),
                pl.col("heldout_nll").mean().round(4).alias("heldout_nll"),
+               pl.col("heldout_nll_own_thinking").mean().round(4).alias("heldout_nll_own_thinking"),
                pl.len().alias("prompts")]
     per_domain = frame.group_by("model_label", "domain").agg(metrics)
     overall = frame.group_by("model_label").agg(metrics).with_columns(pl.lit("all").alias("domain"))
@@ -43,29 +43,27 @@ def benchmark_scores(
     context: dg.AssetExecutionContext, config: BenchmarkConfig, lineage: LineageResource, pipes: dg.PipesSubprocessClient
 ) -> dg.MaterializeResult:
     """Base and fine-tuned model on the bundled benchmark prompts (5+ per domain, each with a
-    required length): LongBench-Write length score, format adherence (think block closed, answer
-    present), each model's clipped NLL of the held-out reference answers, and a 1–10 judge score
-    when ``REER_JUDGE_BASE_URL`` is set (reported as skipped otherwise). Per-domain breakdown in the
-    metadata. Runs out of process (workload ``benchmark``). Unpartitioned; lineage table
-    ``benchmark_results``. Never auto-materialised.
+    required length): LongBench-Write length score, format adherence (one closed think block free of
+    other tags, then an answer), and each model's clipped NLL of the held-out reference answers given
+    no thinking and given its own generated thinking, all in the one inference format. Per-domain
+    breakdown in the metadata. Runs out of process (workload ``benchmark``). Unpartitioned; lineage
+    table ``benchmark_results``. Never auto-materialised.
     """
     base, tuned = read_pointer("base_model"), read_pointer("finetuned_checkpoint")
     settings = dict(profile(config.profile)["benchmark"])
     if config.max_tokens is not None:
         settings["max_tokens"] = config.max_tokens
     settings["seed"] = config.seed
-    judge = os.environ.get("REER_JUDGE_BASE_URL")
     models = [
         {"label": "base", "path": base["path"], "model_id": base["model_id"], "checkpoint_id": None},
         {"label": "finetuned", "path": tuned["path"], "model_id": tuned["checkpoint_id"], "checkpoint_id": tuned["checkpoint_id"]},
     ]
-    fingerprint = fingerprints.compute("benchmark_scores", models, settings, bool(judge))
+    fingerprint = fingerprints.compute("benchmark_scores", models, settings)
     out = asset_dir("benchmark_scores", None) / "results.parquet"
     reused = fingerprints.is_current("benchmark_scores", None, fingerprint, [out])
     if not reused:
         run_workload(context, pipes, "benchmark", {
             "models": models, "prompts": None, "out": str(out), "config": settings,
-            "judge": {"base_url": judge} if judge else None,
         }, env={})
     frame = pl.read_parquet(out)
     if not reused:
@@ -83,7 +81,6 @@ def benchmark_scores(
             "finetuned_format_rate": overall.get("finetuned", {}).get("format_rate"),
             "base_heldout_nll": overall.get("base", {}).get("heldout_nll"),
             "finetuned_heldout_nll": overall.get("finetuned", {}).get("heldout_nll"),
-            "judge": "configured" if judge else "skipped: no judge endpoint configured (set REER_JUDGE_BASE_URL)",
             "reused": reused,
             "path": dg.MetadataValue.path(str(out)),
         },
