@@ -17,9 +17,8 @@ PROFILES: dict[str, dict[str, Any]] = {
                    "top_k": 40, "max_tokens": 8000, "edit_max_tokens": None, "ban_foreign_tags": False},
         "num_rollouts": 1,
         "synthesis": {"temperature": 0.7, "top_p": 0.9, "top_k": 40, "max_tokens": 256},
-        # the paper's recipe: full fine-tuning, lr 2e-5, 3 epochs, global batch 96 (4 x 24 accumulated)
-        "finetune": {"epochs": 3, "learning_rate": 2e-5, "batch_size": 4, "gradient_accumulation": 24,
-                     "max_length": 16384},
+        # the paper's recipe (core/training.py): full fine-tuning, lr 2e-5, 3 epochs, global batch 96
+        "finetune": {"recipe": "paper"},
         "benchmark": {"max_tokens": 2048, "temperature": 0.7, "top_p": 0.9, "top_k": 40},
         "filters": {},
     },
@@ -30,9 +29,8 @@ PROFILES: dict[str, dict[str, Any]] = {
                    "min_rollout_tokens": 48, "ban_foreign_tags": True},
         "num_rollouts": 2,
         "synthesis": {"temperature": 0.7, "top_p": 0.9, "top_k": 40, "max_tokens": 96},
-        # the embedded model: a learning rate a 1M-parameter model moves with, no accumulation
-        "finetune": {"epochs": 2, "learning_rate": 1e-3, "batch_size": 4, "gradient_accumulation": 1,
-                     "max_length": 4096},
+        # the embedded recipe: a learning rate a 1M-parameter model moves with, no accumulation
+        "finetune": {"recipe": "embedded", "epochs": 2},
         "benchmark": {"max_tokens": 384, "temperature": 0.7, "top_p": 0.9, "top_k": 40},
         # the toy embedded model rarely writes clean tags; the demo keeps such rows to show the whole graph
         "filters": {"reject_malformed_tags": False},
@@ -44,8 +42,7 @@ PROFILES: dict[str, dict[str, Any]] = {
                    "ban_foreign_tags": True},
         "num_rollouts": 1,
         "synthesis": {"temperature": 0.7, "top_p": 0.9, "top_k": 40, "max_tokens": 64},
-        "finetune": {"epochs": 1, "learning_rate": 1e-3, "batch_size": 4, "gradient_accumulation": 1,
-                     "max_length": 4096},
+        "finetune": {"recipe": "embedded", "epochs": 1},
         "benchmark": {"max_tokens": 64, "temperature": 0.7, "top_p": 0.9, "top_k": 40},
         "filters": {"reject_malformed_tags": False},
     },

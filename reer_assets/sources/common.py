@@ -105,14 +105,16 @@ def location_uri(location: str) -> str:
 
 def list_files(location: str, suffixes: Iterable[str]) -> Iterator[SourceFile | SourceRecord]:
     """The files at ``location`` (a file, a folder searched recursively for ``suffixes``, or a
-    glob), sorted; a location that cannot be listed yields one rejected record naming it."""
+    glob), sorted; a location that cannot be listed yields one rejected record naming it, and a
+    file in a folder that the reader cannot read yields one ``unsupported_extension`` reject, so
+    that no file under the path goes unrecorded."""
     wanted = tuple(s.lower() for s in suffixes)
     try:
         fs, path = _filesystem(location)
         if any(ch in path for ch in "*?["):
             paths = sorted(p for p in fs.glob(path) if fs.isfile(p))
         elif fs.isdir(path):
-            paths = sorted(p for p in fs.find(path) if SourceFile(fs, p, "").suffix in wanted)
+            paths = sorted(fs.find(path))
         elif fs.exists(path):
             paths = [path]
         else:
@@ -122,7 +124,12 @@ def list_files(location: str, suffixes: Iterable[str]) -> Iterator[SourceFile | 
         yield SourceRecord(location_uri(location), "", read_error=f"unreadable:{type(exc).__name__}:{exc}")
         return
     for p in paths:
-        yield SourceFile(fs, p, fs.unstrip_protocol(p))
+        file = SourceFile(fs, p, fs.unstrip_protocol(p))
+        if file.suffix.lower() in wanted or any(ch in path for ch in "*?[") or not fs.isdir(path):
+            yield file
+        else:
+            yield SourceRecord(file.uri, "", source_id=file.name,
+                               read_error=f"unsupported_extension:{file.suffix or '(none)'}")
 
 
 def read_files(

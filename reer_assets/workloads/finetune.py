@@ -1,7 +1,7 @@
-"""Workload: fine-tune the base model on sft_dataset and save a loadable checkpoint.
+"""Workload: fine-tune the base model on sft_dataset with TRL and save a loadable checkpoint.
 
-extras: base_model (path), dataset (Parquet with ``messages``), out_dir, config {epochs, learning_rate,
-batch_size, max_length, seed}.
+extras: base_model (path), dataset (Parquet with ``messages``), out_dir, recipe {name, overrides...},
+general_data (optional Parquet/JSONL of chat rows to mix in), mix_ratio.
 """
 
 from __future__ import annotations
@@ -13,15 +13,27 @@ import polars as pl
 from reer_assets.workloads.common import Extras, Log, pipes_main, quiet_libraries
 
 
+def read_chat_rows(path: str) -> list[list[dict[str, str]]]:
+    """``messages`` rows from a Parquet or JSONL file (the general-purpose data a user mixes in)."""
+    frame = pl.read_parquet(path) if path.endswith(".parquet") else pl.read_ndjson(path)
+    if "messages" not in frame.columns:
+        raise ValueError(f"{path}: mixing data needs a 'messages' column of chat turns (role, content)")
+    return frame["messages"].to_list()
+
+
 def run(extras: Extras, log: Log) -> dict:
-    from reer_assets.backends.sft import finetune
+    from reer_assets.backends.training import train
+    from reer_assets.core.training import recipe
 
     quiet_libraries()
-    rows = pl.read_parquet(extras["dataset"])["messages"].to_list()
+    rows = read_chat_rows(extras["dataset"])
     if not rows:
         raise ValueError("sft_dataset has no accepted rows: nothing to fine-tune on")
-    config = extras["config"]
-    return finetune(extras["base_model"], rows, Path(extras["out_dir"]), log=log, **config)
+    spec = dict(extras["recipe"])
+    chosen = recipe(spec.pop("name"), **spec)
+    general = read_chat_rows(extras["general_data"]) if extras.get("general_data") else None
+    return train(extras["base_model"], rows, Path(extras["out_dir"]), chosen, general_rows=general,
+                 mix_ratio=float(extras.get("mix_ratio") or 0.0), log=log)
 
 
 if __name__ == "__main__":

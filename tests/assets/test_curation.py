@@ -5,6 +5,7 @@ import json
 import polars as pl
 
 from reer_assets.core.filters import FilterConfig
+from reer_assets.core.chat_format import conversation
 from reer_assets.defs.curation.assets import DATASET_COLUMNS, filter_trajectories, keep_best_rollout, to_chat
 from reer_assets.workloads.search import TRAJECTORY_SCHEMA
 
@@ -64,5 +65,23 @@ def test_chat_format():
     frame = filter_trajectories(pl.DataFrame([trajectory(1, "q1", "Write a note.")], schema=TRAJECTORY_SCHEMA),
                                 FilterConfig(), "cfg")
     messages = to_chat(frame)["messages"][0].to_list()
-    assert messages[0] == {"role": "user", "content": "Write a note."}
-    assert messages[1]["content"].startswith("<think>\n" + GOOD + "\n</think>\n\n")
+    assert messages == conversation("Write a note.", GOOD, REFERENCES[1])  # the one inference format
+    assert [m["role"] for m in messages] == ["system", "user", "assistant"]
+    assert messages[2]["content"] == "<think>\n" + GOOD + "\n</think>\n<answer>\n" + REFERENCES[1] + "\n</answer>"
+
+
+def test_not_empty_check_fails_when_every_row_is_rejected(tmp_path, monkeypatch):
+    import dagster as dg
+
+    from reer_assets.defs.curation.checks import filtered_dataset_not_empty
+    from reer_assets.lib.paths import asset_dir
+
+    monkeypatch.setenv("DAGSTER_HOME", str(tmp_path))
+    rejected = filter_trajectories(pl.DataFrame([trajectory(4, "q4", "Write a toast.", status="rejected")],
+                                                schema=TRAJECTORY_SCHEMA), FilterConfig(), "cfg")
+    out = asset_dir("filtered_dataset", "essays") / "dataset.parquet"
+    out.parent.mkdir(parents=True)
+    rejected.write_parquet(out)
+    context = dg.build_asset_check_context()
+    result = filtered_dataset_not_empty(context)
+    assert not result.passed and result.metadata["accepted"].value == {"essays": 0}

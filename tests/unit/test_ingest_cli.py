@@ -109,3 +109,18 @@ def test_synthesize_query_with_the_generator(tmp_path, embedded_path):
     assert isinstance(verdict["raw_output"], str) and isinstance(verdict["query"], str)
     assert verdict["status"] in ("accepted", "rejected") and verdict["language"] == "en"
     assert (verdict["status"] == "accepted") == (verdict["reasons"] == [])
+
+
+def test_every_file_under_the_path_gets_a_record(tmp_path):
+    (tmp_path / "notes").mkdir()
+    (tmp_path / "notes" / "garden.md").write_text("# Garden\n\n" + "The beans climb the fence every June. " * 12,
+                                                  encoding="utf-8")
+    (tmp_path / "notes" / "photo.bin").write_bytes(bytes(range(256)))
+    (tmp_path / "notes" / "README").write_text("no suffix", encoding="utf-8")
+    records, summary = ingest("generic", tmp_path / "notes")
+    by_file = {Path(r["source"].split("#")[0]).name: r for r in records}
+    assert set(by_file) == {"garden.md", "photo.bin", "README"}
+    assert by_file["photo.bin"]["status"] == "rejected" and by_file["photo.bin"]["reasons"] == ["unsupported_extension:.bin"]
+    assert by_file["README"]["reasons"] == ["unsupported_extension:(none)"]
+    assert by_file["garden.md"]["status"] == "accepted"
+    assert summary["reasons"]["unsupported_extension"] == 2

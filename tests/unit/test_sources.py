@@ -257,7 +257,8 @@ def test_inbox_folder_per_domain(tmp_path, monkeypatch):
     (folder / "bad.txt").write_bytes(b"caf\xe9")
     (folder / "skip.pdf").write_bytes(b"%PDF")
     records = by_place(inbox.read_inbox("essays", {}))
-    assert set(records) == {"garden.md", "bad.txt"}
+    assert set(records) == {"garden.md", "bad.txt", "skip.pdf"}
+    assert records["skip.pdf"].read_error == "unsupported_extension:.pdf"  # recorded, never silently skipped
     assert records["bad.txt"].read_error.startswith("invalid_encoding")
     assert records["garden.md"].given_request is None  # inbox files use the default field names
     other = tmp_path / "elsewhere"

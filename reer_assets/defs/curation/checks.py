@@ -28,11 +28,13 @@ def filtered_dataset_schema(context: dg.AssetCheckExecutionContext) -> dg.AssetC
     return dg.AssetCheckResult(passed=not problems, metadata={"problems": problems})
 
 
-@dg.asset_check(asset="filtered_dataset", blocking=True, description="The partition has rows.")
+@dg.asset_check(asset="filtered_dataset", blocking=True,
+                description="The partition has accepted rows (a partition whose rows are all rejected fails).")
 def filtered_dataset_not_empty(context: dg.AssetCheckExecutionContext) -> dg.AssetCheckResult:
     frames = _frames(context)
-    rows = {k: f.height for k, f in frames.items()}
-    return dg.AssetCheckResult(passed=bool(frames) and all(rows.values()), metadata={"rows": rows})
+    accepted = {k: int((f["status"] == "accepted").sum()) for k, f in frames.items()}
+    return dg.AssetCheckResult(passed=bool(frames) and all(accepted.values()),
+                               metadata={"accepted": accepted, "rows": {k: f.height for k, f in frames.items()}})
 
 
 @dg.asset_check(asset="filtered_dataset", blocking=True, description="No two accepted rows share a query.")

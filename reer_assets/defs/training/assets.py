@@ -8,6 +8,7 @@ import dagster as dg
 import polars as pl
 
 from reer_assets.core.ids import config_hash, stable_id
+from reer_assets.core.training import recipe, render_checkpoint_card
 from reer_assets.defs.resources import LineageResource
 from reer_assets.defs.workload_runner import run_workload
 from reer_assets.lib import fingerprints
@@ -50,28 +51,40 @@ def base_model(context: dg.AssetExecutionContext, config: BaseModelConfig, pipes
 
 
 class FinetuneConfig(dg.Config):
+    """The fine-tuning recipe (core/training.py: ``paper``, ``lora``, ``embedded``) and overrides; unset fields
+    come from the profile's ``finetune`` section."""
+
     profile: Optional[str] = None
-    epochs: Optional[int] = None
+    recipe: Optional[str] = None
+    epochs: Optional[float] = None
     learning_rate: Optional[float] = None
-    batch_size: Optional[int] = None
+    per_device_batch: Optional[int] = None
+    global_batch: Optional[int] = None
     max_length: Optional[int] = None
+    length_policy: Optional[str] = None  # drop | truncate
+    general_data: Optional[str] = None  # Parquet/JSONL of chat rows (``messages``) mixed in
+    mix_ratio: float = 0.0  # general rows per REER row (the paper used about 0.85)
     seed: int = 0
 
     def resolved(self) -> dict:
         base = dict(profile(self.profile)["finetune"])
-        for key in ("epochs", "learning_rate", "batch_size", "max_length"):
+        for key in ("recipe", "epochs", "learning_rate", "per_device_batch", "global_batch", "max_length",
+                    "length_policy"):
             if getattr(self, key) is not None:
                 base[key] = getattr(self, key)
-        return {**base, "seed": self.seed}
+        spec = {"name": base.pop("recipe"), **base, "seed": self.seed}
+        recipe(spec["name"], **{k: v for k, v in spec.items() if k != "name"})  # fails now on a bad setting
+        return {"recipe": spec, "general_data": self.general_data, "mix_ratio": self.mix_ratio}
 
 
 @dg.asset(deps=["base_model", "sft_dataset"], group_name="training", pool="gpu", kinds={"pytorch"})
 def finetuned_checkpoint(
     context: dg.AssetExecutionContext, config: FinetuneConfig, lineage: LineageResource, pipes: dg.PipesSubprocessClient
 ) -> dg.MaterializeResult:
-    """``base_model`` fine-tuned with transformers on ``sft_dataset`` (loss on the assistant turn
-    only), saved as a loadable checkpoint under ``reer/checkpoints/<id>/``. Runs out of process
-    (workload ``finetune``, pool ``gpu``); reports the train loss per epoch. Unpartitioned;
+    """``base_model`` fine-tuned with TRL's SFTTrainer on ``sft_dataset`` (loss on the assistant turn
+    only; full or LoRA by recipe), saved as a loadable checkpoint with its card (``README.md``) under
+    ``reer/checkpoints/<id>/``. Runs out of process (workload ``finetune``, pool ``gpu``); reports the
+    recipe, the train loss per epoch, the eval loss and what the length policy cut. Unpartitioned;
     lineage table ``checkpoints``. Never auto-materialised.
     """
     base = read_pointer("base_model")
@@ -85,15 +98,18 @@ def finetuned_checkpoint(
     checkpoint_id = stable_id("ckpt", base["model_id"], dataset["version"], train_config)
     out_dir = checkpoint_dir(checkpoint_id)
     fingerprint = fingerprints.compute("finetuned_checkpoint", checkpoint_id)
-    reused = fingerprints.is_current("finetuned_checkpoint", None, fingerprint, [out_dir / "training.json"])
+    reused = fingerprints.is_current("finetuned_checkpoint", None, fingerprint, [out_dir / "training.json", out_dir / "README.md"])
     if not reused:
         run_workload(context, pipes, "finetune", {
             "base_model": base["path"], "dataset": str(dataset["path"]) + "/train.parquet",
-            "out_dir": str(out_dir), "config": train_config,
+            "out_dir": str(out_dir), **train_config,
         }, env={})
     report = json.loads((out_dir / "training.json").read_text())
     record = {"checkpoint_id": checkpoint_id, "path": str(out_dir), "base_model": base["model_id"],
-              "dataset": dataset["version"], "train_loss": report["train_loss"]}
+              "dataset": dataset["version"], "train_loss": report["train_loss"], "eval_loss": report["eval_loss"],
+              "recipe": report["recipe"]["name"], "run_id": context.run.run_id}
+    if not reused:
+        (out_dir / "README.md").write_text(render_checkpoint_card(record, report), encoding="utf-8")
     folder = asset_dir("finetuned_checkpoint", None)
     folder.mkdir(parents=True, exist_ok=True)
     (folder / "current.json").write_text(json.dumps(record, indent=2))
@@ -108,9 +124,14 @@ def finetuned_checkpoint(
         metadata={
             "dagster/row_count": report["examples"],
             "checkpoint_id": checkpoint_id,
+            "recipe": report["recipe"],
             "train_loss": report["train_loss"],
+            "eval_loss": report["eval_loss"],
             "epoch_losses": report["epoch_losses"],
+            "length_policy": report["length"],
+            "mixing": report["mixing"],
             "train_seconds": report["seconds"],
+            "card": dg.MetadataValue.md((out_dir / "README.md").read_text(encoding="utf-8")),
             "base_model": base["model_id"],
             "dataset_version": dataset["version"],
             "reused": reused,
