@@ -196,21 +196,24 @@ class HFScorer:
         """Token ids of the whole text and the index of the first scored token (shared by all backends)."""
         return score_tokens(self.loaded.tokenizer, request)
 
-    @torch.inference_mode()
     def score(self, requests: list[ScoreRequest]) -> list[ScoreResult]:
         encoded = [self.tokenize(r) for r in requests]
+        logprobs = self.score_ids(encoded)
+        return [ScoreResult(token_logprobs=lp, context_tokens=first) for lp, (_, first) in zip(logprobs, encoded)]
+
+    @torch.inference_mode()
+    def score_ids(self, encoded: list[tuple[list[int], int]]) -> list[list[float]]:
+        """Log-probs of ``ids[first:]`` for each (token ids, first scored index): the model part of ``score``."""
         for ids, _ in encoded:
             if len(ids) > self.loaded.context_length:
                 raise PromptTooLongError(f"scoring text of {len(ids)} tokens exceeds the context of {self.loaded.context_length}")
         self.stats.requests += len(encoded)
         self.stats.sequence_tokens += sum(len(ids) for ids, _ in encoded)
         if self.mode == "naive":
-            logprobs = [self._score_naive(ids, first) for ids, first in encoded]
-        elif self.mode == "prefix" and len(encoded) > 1 and shared_prefix_length(encoded) > 0:
-            logprobs = self._score_shared_prefix(encoded)
-        else:
-            logprobs = self._score_span_batches(encoded)
-        return [ScoreResult(token_logprobs=lp, context_tokens=first) for lp, (_, first) in zip(logprobs, encoded)]
+            return [self._score_naive(ids, first) for ids, first in encoded]
+        if self.mode == "prefix" and len(encoded) > 1 and shared_prefix_length(encoded) > 0:
+            return self._score_shared_prefix(encoded)
+        return self._score_span_batches(encoded)
 
     # -- modes ------------------------------------------------------------------------------
 
