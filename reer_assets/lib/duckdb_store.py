@@ -73,6 +73,25 @@ def named_query(name: str) -> str:
     return (SQL_DIR / "queries" / f"{name}.sql").read_text()
 
 
+def report(name: str, path: Path | None = None) -> list[dict]:
+    """Every named query of the report ``sql/queries/<name>/``, in file order: name, description, rows.
+
+    The description is the query's leading comment, so the SQL file is the one place that says
+    what a section means.
+    """
+    folder = SQL_DIR / "queries" / name
+    if not folder.is_dir():
+        known = sorted(p.name for p in (SQL_DIR / "queries").iterdir() if p.is_dir())
+        raise ValueError(f"unknown report {name!r}; known: {', '.join(known)}")
+    sections = []
+    for script in sorted(folder.glob("*.sql")):
+        text = script.read_text()
+        description = " ".join(line.removeprefix("--").strip() for line in text.splitlines() if line.startswith("--"))
+        sections.append({"name": script.stem.split("_", 1)[-1], "description": description,
+                         "rows": query(text, path=path).to_dicts()})
+    return sections
+
+
 def write_many(frames: dict[str, pl.DataFrame], path: Path | None = None) -> dict[str, int]:
     """Several tables in one connection and one transaction (all or nothing)."""
     counts = {}

@@ -14,6 +14,7 @@ from reer_assets.lib import fingerprints
 from reer_assets.lib.lineage import stamp
 from reer_assets.lib.metadata import counts_table, histogram, mean, preview
 from reer_assets.lib.paths import asset_dir, work_dir
+from reer_assets.lib.plots import markdown_image, score_distributions
 from reer_assets.lib.profiles import profile, profile_name
 
 OUTPUTS = ("trajectories.parquet", "search_steps.parquet", "candidates.parquet")
@@ -131,6 +132,9 @@ def refined_trajectories(
             "scored_tokens": int(frame["scored_tokens"].fill_null(0).sum()),
             "workload": summary,
             "models": {"generator": models[0], "scorer": models[1]},
+            "score_plot": dg.MetadataValue.md(markdown_image(score_distributions(
+                ok["initial_score"].to_list(), ok["final_score"].to_list(), f"{domain}: initial vs final score"),
+                "initial vs final score")),
             "final_score_histogram": histogram(ok["final_score"].to_list() if ok.height else [], [0, 0.5, 1.0, 1.5, 2.0]),
             "preview": preview(frame, ["document_id", "status", "initial_score", "final_score", "num_steps", "final_thinking"]),
             "path": dg.MetadataValue.path(str(out_dir)),
