@@ -20,16 +20,27 @@ def _err(message: str) -> None:
 
 def cmd_model_build(args: argparse.Namespace) -> int:
     from reer_assets.backends.embedded import ensure_embedded_model
+    from reer_assets.backends.embedded_scorer import ensure_scorer_model
 
-    path = ensure_embedded_model(log=_err)
-    report = json.loads((path / "build.json").read_text())
-    _err(f"embedded model: {report['parameters']:,} parameters, final loss {report['final_loss']:.3f}, "
-         f"trained in {report['train_seconds']}s")
-    print(path)
+    for name, ensure in (("embedded model", ensure_embedded_model), ("embedded scorer", ensure_scorer_model)):
+        path = ensure(log=_err)
+        report = json.loads((path / "build.json").read_text())
+        _err(f"{name}: {report['parameters']:,} parameters, final loss {report['final_loss']:.3f}, "
+             f"trained in {report['train_seconds']}s")
+        print(path, flush=True)
     return 0
 
 
 def cmd_model_check(args: argparse.Namespace) -> int:
+    if args.scorer:
+        from reer_assets.backends.config import BackendSpec, load_scorer
+        from reer_assets.core.scorer_control import run_control
+
+        report = run_control(load_scorer(BackendSpec.from_env("scorer")), limit=args.limit)
+        _err(f"scorer positive control ({report['scorer_model']}): outline better on "
+             f"{report['share_outline_better']:.0%} of {report['items']} items, mean gap {report['mean_gap']:+.3f}")
+        print(json.dumps(report, indent=None if args.json else 2, ensure_ascii=False))
+        return 0
     from reer_assets.backends.format_check import check_formats
 
     generator, scorer = _backends()
@@ -201,14 +212,35 @@ def cmd_lineage_trace(args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_lineage_report(args: argparse.Namespace) -> int:
+    import polars as pl
+
+    from reer_assets.lib.duckdb_store import report
+
+    sections = report(args.name)
+    if args.json:
+        print(json.dumps({"report": args.name, "sections": sections}, default=str, ensure_ascii=False))
+        return 0
+    for section in sections:
+        print(f"## {section['name']}\n{section['description']}")
+        _print_table(pl.DataFrame(section["rows"]) if section["rows"] else pl.DataFrame({"(no rows)": []}))
+        print()
+    return 0
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="reer", description="REverse-Engineered Reasoning data engine")
     sub = parser.add_subparsers(dest="command", required=True)
 
     model = sub.add_parser("model", help="the embedded default model").add_subparsers(dest="action", required=True)
-    model.add_parser("build", help="build or reuse the embedded model; prints its path").set_defaults(func=cmd_model_build)
+    model.add_parser("build", help="build or reuse the embedded generator and scorer; prints both paths "
+                     "(generator first)").set_defaults(func=cmd_model_build)
 
-    check = model.add_parser("check", help="format rates of the configured generator on the bundled items")
+    check = model.add_parser("check", help="format rates of the configured generator on the bundled items, or "
+                             "with --scorer the scorer's positive control (outline vs unrelated thinking)")
+    check.add_argument("--scorer", action="store_true",
+                       help="run the positive control on the configured scorer; one JSON document on stdout")
+    check.add_argument("--json", action="store_true", help="the JSON on one line")
     check.add_argument("--limit", type=int)
     check.add_argument("--max-tokens", type=int, default=768)
     check.add_argument("--seed", type=int, default=0)
@@ -266,11 +298,100 @@ def build_parser() -> argparse.ArgumentParser:
     ltrace.add_argument("row_id")
     ltrace.add_argument("--json", action="store_true")
     ltrace.set_defaults(func=cmd_lineage_trace)
+    lreport = lineage.add_parser("report", help="a named report: the SQL files under sql/queries/<name>/")
+    lreport.add_argument("name", choices=["search"])
+    lreport.add_argument("--json", action="store_true")
+    lreport.set_defaults(func=cmd_lineage_report)
+    serve = sub.add_parser("serve", help="start a vLLM OpenAI-compatible server for a role and print its settings")
+    serve.add_argument("--model", default="embedded", help="a local model folder (default: the role's embedded model)")
+    serve.add_argument("--role", default="generator", choices=["generator", "scorer", "judge"])
+    serve.add_argument("--port", type=int, help="default: a free port")
+    serve.add_argument("--host", default="127.0.0.1", help="bind address (default loopback only)")
+    serve.add_argument("--log", help="server log file (default: a temporary folder)")
+    serve.add_argument("--timeout", type=float, default=600.0, help="seconds to wait for the server to come up")
+    serve.add_argument("--json", action="store_true", help="print one JSON document (with the settings) once it is up")
+    serve.set_defaults(func=cmd_serve)
+    export = sub.add_parser("export", help="write the current SFT dataset for TRL or LLaMA-Factory, with a dataset card")
+    export.add_argument("--format", required=True, choices=["trl", "sharegpt"])
+    export.add_argument("--out", required=True, help="folder to write")
+    export.add_argument("--tokenizer", help="tokenizer folder (or tokenizer.json) for the card's token statistics")
+    export.add_argument("--json", action="store_true")
+    export.set_defaults(func=cmd_export)
+    recover = sub.add_parser("recover", help="mark runs whose worker died as failed and free their pool slots")
+    recover.add_argument("--json", action="store_true", help="print one JSON document")
+    recover.add_argument("--dry-run", action="store_true", help="only list the dead runs and what they hold")
+    recover.add_argument("--run", action="append", metavar="RUN_ID",
+                         help="reclaim this run too, even if its worker cannot be seen as dead (repeatable)")
+    recover.set_defaults(func=cmd_recover)
     bench = sub.add_parser("bench", help="throughput benchmarks, measured side by side in one process")
     bench.add_argument("which", choices=["scoring", "search"])
     bench.add_argument("options", nargs=argparse.REMAINDER, help="options of the benchmark (see `reer bench X -h`)")
     bench.set_defaults(func=cmd_bench)
     return parser
+
+
+def cmd_serve(args: argparse.Namespace) -> int:
+    """A vLLM OpenAI-compatible server for one role, with this machine's flags; prints the settings to use it."""
+    import signal
+    import tempfile
+
+    from reer_assets.backends.vllm_server import on_cpu, start_vllm_server
+
+    model = args.model
+    if model == "embedded":
+        from reer_assets.backends.config import BackendSpec, resolve_model_path
+
+        model = resolve_model_path(BackendSpec(), args.role)[0] if "role" in resolve_model_path.__code__.co_varnames \
+            else resolve_model_path(BackendSpec())[0]
+    cpu = on_cpu()
+    log_path = Path(args.log or Path(tempfile.mkdtemp(prefix="reer-serve-")) / "vllm.log")
+    _err(f"starting vLLM ({'CPU build: float32, eager, whole prefills' if cpu else 'GPU'}) for {model} "
+         f"on {args.host}:{args.port or 'a free port'}; log {log_path}")
+    server = start_vllm_server(model, args.port, log_path, host=args.host, cpu=cpu, served_name=args.role,
+                               timeout_s=args.timeout)
+    prefix = f"REER_{args.role.upper()}_"
+    settings = {prefix + "BACKEND": "openai", prefix + "BASE_URL": server.base_url, prefix + "MODEL": args.role,
+                prefix + "TOKENIZER": model}
+    if args.json:
+        print(json.dumps({"role": args.role, "model": model, "base_url": server.base_url, "pid": server.process.pid,
+                          "log": str(log_path), "env": settings}), flush=True)
+    else:
+        print("\n".join(f"export {k}={v}" for k, v in settings.items()), flush=True)
+        _err("serving; Ctrl-C stops the server")
+    stop = {"now": False}
+
+    def _stop(signum, frame):
+        stop["now"] = True
+
+    signal.signal(signal.SIGTERM, _stop)
+    signal.signal(signal.SIGINT, _stop)
+    try:
+        while not stop["now"] and server.process.poll() is None:
+            time.sleep(0.5)
+    finally:
+        server.stop()
+    if server.process.returncode not in (0, -signal.SIGTERM, None) and not stop["now"]:
+        _err(f"reer: the vLLM server exited with {server.process.returncode}:\n{server.log_tail(2000)}")
+        return 1
+    return 0
+
+
+def cmd_export(args: argparse.Namespace) -> int:
+    from reer_assets.lib.export import export
+
+    written = export(args.format, Path(args.out), args.tokenizer)
+    if args.json:
+        print(json.dumps(written, ensure_ascii=False))
+    else:
+        print(f"{written['rows']} rows of {written['version']} as {args.format} in {written['out']}: "
+              f"{', '.join(written['files'])}")
+    return 0
+
+
+def cmd_recover(args: argparse.Namespace) -> int:
+    from reer_assets.defs.recovery import cmd_recover as recover
+
+    return recover(args)
 
 
 def cmd_bench(args: argparse.Namespace) -> int:

@@ -49,16 +49,38 @@ def free_port(host: str = "127.0.0.1") -> int:
         return sock.getsockname()[1]
 
 
+def on_cpu() -> bool:
+    """Whether vLLM runs on the CPU here (no CUDA device visible to torch)."""
+    import torch
+
+    return not torch.cuda.is_available()
+
+
+def server_command(model: str, port: int, host: str = "127.0.0.1", cpu: bool | None = None,
+                   served_name: str | None = None, extra: list[str] | None = None) -> list[str]:
+    """The server command line with the flags that work on this machine.
+
+    On the CPU build: float32, eager mode, a small share of host memory, and whole prefills (vLLM
+    0.32 on the CPU crashes when a seeded request's prefill is split in chunks: "CPU Generator does
+    not use offset", then EngineDeadError and HTTP 500 for every request). On a GPU: vLLM's defaults.
+    """
+    cpu = on_cpu() if cpu is None else cpu
+    command = [sys.executable, "-m", "vllm.entrypoints.openai.api_server", "--model", model,
+               "--host", host, "--port", str(port), "--seed", "0", "--disable-log-stats"]
+    if served_name:
+        command += ["--served-model-name", served_name]
+    if cpu:
+        command += ["--dtype", "float32", "--enforce-eager", "--gpu-memory-utilization", "0.1",
+                    "--no-enable-chunked-prefill"]
+    return command + list(extra or [])
+
+
 def start_vllm_server(model: str, port: int | None, log_path: Path, timeout_s: float = 600.0,
-                      host: str = "127.0.0.1") -> VLLMServer:
+                      host: str = "127.0.0.1", cpu: bool | None = True, served_name: str | None = None,
+                      extra: list[str] | None = None) -> VLLMServer:
     """Launch the server for ``model`` and wait until it lists its model."""
     port = port or free_port(host)
-    command = [sys.executable, "-m", "vllm.entrypoints.openai.api_server", "--model", model,
-               "--host", host, "--port", str(port), "--dtype", "float32", "--enforce-eager",
-               "--gpu-memory-utilization", "0.1", "--seed", "0", "--disable-log-stats",
-               # vLLM 0.32 on the CPU crashes when a seeded request's prefill is split in chunks
-               # ("CPU Generator does not use offset"); whole prefills avoid that code path
-               "--no-enable-chunked-prefill"]
+    command = server_command(model, port, host, cpu, served_name, extra)
     handle = open(log_path, "w")
     process = subprocess.Popen(command, stdout=handle, stderr=subprocess.STDOUT, start_new_session=True)
     handle.close()

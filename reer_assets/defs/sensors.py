@@ -36,8 +36,16 @@ def inbox_sensor(context: dg.SensorEvaluationContext):
 @dg.sensor(minimum_interval_seconds=60, default_status=dg.DefaultSensorStatus.RUNNING)
 def dead_run_sensor(context: dg.SensorEvaluationContext):
     """Marks runs whose worker process died (killed, OOM, reboot) as failed and frees the pool slots
-    they held, so that a re-run (which resumes from per-item checkpoints) is not blocked forever."""
-    from reer_assets.defs.recovery import reclaim_dead_runs
+    they held. A blocked pool claim already does this on its own (``defs/recovery.py``); the sensor
+    also catches dead runs that held no slot, and its ticks list every run reclaimed since the last
+    tick, whoever reclaimed it (a blocked claim, ``reer recover`` or the sensor)."""
+    from reer_assets.defs.recovery import RECLAIMED_AT_TAG, RECLAIMED_BY_TAG, reclaim_dead_runs, reclaimed_since
 
-    reclaimed = reclaim_dead_runs(context.instance, context.log.warning)
+    since = float(json.loads(context.cursor).get("since", 0)) if context.cursor else 0.0
+    reclaim_dead_runs(context.instance, context.log.warning, by="dead_run_sensor")
+    reclaimed = reclaimed_since(context.instance, since)
+    for run in reclaimed:
+        context.log.info(f"{run.run_id}: reclaimed by {run.tags.get(RECLAIMED_BY_TAG, '?')}")
+    latest = max([since, *(float(run.tags[RECLAIMED_AT_TAG]) for run in reclaimed)])
+    context.update_cursor(json.dumps({"since": latest}))
     return dg.SkipReason(f"reclaimed {len(reclaimed)} dead run(s)" if reclaimed else "no dead runs")

@@ -129,7 +129,7 @@ def _ok_body(path: str, request: dict, action: str, seeded: bool = False) -> dic
         usage = {"prompt_tokens": 50, "completion_tokens": 0, "total_tokens": 50}
     if path.endswith("/chat/completions"):
         prefill = request["messages"][-1]["content"] if request["messages"][-1]["role"] == "assistant" else ""
-        text = EDIT if prefill.startswith("<analyze>") else THINKING
+        text = EDIT if "<analyze>" in prefill else THINKING  # an edit prefill ends with its lead-in + <analyze>
         if action == "no_refine":
             text = "I looked at the segment and found nothing to change."
         if action == "empty":
