@@ -14,6 +14,15 @@ holds a queue of actions, the last of which repeats. Actions:
 ``no_refine``   an edit answer without a ``<refine>`` block
 ``no_logprobs`` a completion without ``prompt_logprobs`` (what a hosted API answers)
 
+Judge behaviour (chat completions only; see the "judge" section below):
+
+``judge``             a well-formed judge answer built from the request's JSON schema (``response_format``
+                      or vLLM's ``structured_outputs.json``): every enum its first value, so a pairwise
+                      judge always prefers the answer shown first ("A"); without a schema, a rubric answer
+                      embedded in prose
+``judge_malformed``   prose with no JSON object in it
+``judge_out_of_range`` the schema's answer with every integer score set to 99
+
 Every request is also kept in ``requests`` (path, action, headers, body), so a test can check
 what a client sent (an ``Authorization`` header, which item a request belonged to). With
 ``seeded=True`` a well-formed answer depends on the request's ``seed`` (and on the choice index),
@@ -123,10 +132,53 @@ def _seeded(text: str, seed: int | None, index: int) -> str:
     return f"{first} {sentence}{sep}{rest}"
 
 
+# --- judge: answers for the LLM judge (reer_assets.core.evaluation.judge) --------------------------
+
+JUDGE_REASON = "The fault server always gives this canned reason."
+
+
+def _judge_value(schema: dict, out_of_range: bool = False):
+    """A value that satisfies ``schema`` (the shapes the judge asks for): enums take their first option."""
+    if "enum" in schema:
+        return schema["enum"][0]
+    kind = schema.get("type")
+    if kind == "object":
+        return {name: _judge_value(sub, out_of_range) for name, sub in schema.get("properties", {}).items()}
+    if kind == "string":
+        return JUDGE_REASON[: schema.get("maxLength", len(JUDGE_REASON))]
+    if kind == "integer":
+        return 99 if out_of_range else (int(schema.get("minimum", 0)) + int(schema.get("maximum", 0))) // 2
+    return 0
+
+
+def _judge_schema(request: dict) -> dict | None:
+    fmt = request.get("response_format") or {}
+    if fmt.get("type") == "json_schema":
+        return fmt["json_schema"]["schema"]
+    return (request.get("structured_outputs") or {}).get("json")
+
+
+def _judge_text(request: dict, action: str) -> str:
+    if action == "judge_malformed":
+        return "I liked this response a lot; I would give it a seven out of ten."
+    schema = _judge_schema(request)
+    if schema is None:
+        return f'Here is my verdict. {json.dumps({"reason": JUDGE_REASON, "score": 6})} I hope it helps.'
+    return json.dumps(_judge_value(schema, out_of_range=action == "judge_out_of_range"))
+
+
+# ---------------------------------------------------------------------------------------------------
+
+
 def _ok_body(path: str, request: dict, action: str, seeded: bool = False) -> dict:
     usage = {"prompt_tokens": 50, "completion_tokens": 150, "total_tokens": 200}
     if action == "empty":
         usage = {"prompt_tokens": 50, "completion_tokens": 0, "total_tokens": 50}
+    if path.endswith("/chat/completions") and action.startswith("judge"):
+        choice = {"index": 0, "message": {"role": "assistant", "content": _judge_text(request, action)},
+                  "finish_reason": "stop"}
+        return {"id": "chatcmpl-judge", "object": "chat.completion", "created": 0, "model": request["model"],
+                "choices": [choice], "usage": usage}
     if path.endswith("/chat/completions"):
         prefill = request["messages"][-1]["content"] if request["messages"][-1]["role"] == "assistant" else ""
         text = EDIT if "<analyze>" in prefill else THINKING  # an edit prefill ends with its lead-in + <analyze>

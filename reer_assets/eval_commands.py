@@ -1,0 +1,138 @@
+"""`reer eval`: read benchmark files into normalised rows, and judge one response with the configured judge.
+
+    reer eval load --format {longbench-write,writingbench,hellobench} FILE [--jsonl]
+    reer eval judge --query TEXT --response FILE [--criteria FILE] [--mode rubric|quality|checklist] [--json]
+
+``load`` prints one row per item (``--jsonl``; the summary goes to stderr) or just the summary, and exits 0
+even when lines were rejected (each rejected row says why). ``judge`` needs a judge (``REER_JUDGE_*``,
+docs/evaluation.md); without one it exits 2 with a message naming those settings. It exits 0 when every
+judgment succeeded and 3 when one ended ``judge_failed`` (the output says why).
+
+Registered in ``reer_assets.cli.build_parser`` by :func:`add_eval_parser`; heavy imports stay inside the
+commands so ``reer --help`` stays fast.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+from pathlib import Path
+from typing import Any
+
+FORMATS = ("longbench-write", "writingbench", "hellobench")  # = core.evaluation.benchmarks.BENCHMARKS
+
+
+def _err(message: str) -> None:
+    print(message, file=sys.stderr)
+
+
+def cmd_eval_load(args: argparse.Namespace) -> int:
+    from reer_assets.core.evaluation.benchmarks import load_benchmark, summary
+
+    rows = load_benchmark(args.format, args.file)
+    if args.jsonl:
+        for row in rows:
+            print(json.dumps(row, ensure_ascii=False), flush=True)
+        _err(json.dumps(summary(rows), ensure_ascii=False))
+    else:
+        print(json.dumps(summary(rows), ensure_ascii=False, indent=2))
+    return 0
+
+
+def _criteria(path: str, mode: str) -> list[Any]:
+    """A criteria file: a JSON list (of criteria, or of checklist questions), or an item holding one under
+    ``checklist``, ``criteria`` or ``checklists`` (a WritingBench or HelloBench line)."""
+    from reer_assets.core.evaluation.judge import Criterion
+
+    try:
+        raw = json.loads(Path(path).read_text(encoding="utf-8"))
+    except json.JSONDecodeError as exc:
+        raise ValueError(f"{path} is not JSON: {exc}") from exc
+    if isinstance(raw, dict):
+        raw = next((raw[k] for k in ("checklist", "criteria", "checklists") if k in raw), None)
+    if not isinstance(raw, list) or not raw:
+        raise ValueError(f"{path}: expected a non-empty JSON list of criteria (or an item with a 'checklist')")
+    if mode == "checklist":
+        return [c if isinstance(c, str) else Criterion.from_dict(c) for c in raw]
+    return [Criterion.from_dict(c) for c in raw]
+
+
+def cmd_eval_judge(args: argparse.Namespace) -> int:
+    from reer_assets.core.evaluation.judge import (
+        JudgeSampling, checklist_task, quality_task, rubric_tasks, token_totals,
+    )
+
+    mode = args.mode or ("rubric" if args.criteria else "quality")
+    if mode in ("rubric", "checklist") and not args.criteria:
+        raise ValueError(f"--mode {mode} needs --criteria FILE")
+    response = Path(args.response).read_text(encoding="utf-8")
+    criteria = _criteria(args.criteria, mode) if args.criteria else []
+    if mode == "rubric":
+        tasks = rubric_tasks(args.item_id, args.query, response, criteria)
+    elif mode == "checklist":
+        tasks = [checklist_task(args.item_id, args.query, response, criteria)]
+    else:
+        tasks = [quality_task(args.item_id, args.query, response)]
+
+    from reer_assets.backends.judge import load_judge
+
+    judge = load_judge(cache=args.cache, reason_max_chars=args.reason_max_chars,
+                       sampling=JudgeSampling(args.temperature, args.top_p, args.max_tokens, args.seed))
+    judgments = judge.judge(tasks)
+    ok = all(j.status == "ok" for j in judgments)
+    tokens = token_totals(judgments, by=None)["all"]
+    out = {
+        "status": "ok" if ok else "judge_failed",
+        "mode": mode,
+        "scores": [s for j in judgments for s in j.scores],
+        "failures": [{"criterion": j.subject, "reason": j.failure, "attempts": j.attempts, "raw_output": j.raw_output}
+                     for j in judgments if j.status != "ok"],
+        "judge_model": judge.judge_model,
+        "prompt_version": judge.prompt_version,
+        "sampling": judgments[0].sampling,
+        "judged_at": max(j.judged_at for j in judgments),
+        "judged_text": judgments[0].judged_text,
+        "judge_calls": judge.calls,
+        "cached": sum(1 for j in judgments if j.cached),
+        "prompt_tokens": tokens["prompt_tokens"],
+        "completion_tokens": tokens["completion_tokens"],
+    }
+    if args.json:
+        print(json.dumps(out, ensure_ascii=False))
+    else:
+        for s in out["scores"]:
+            print(f"{s['criterion']}: {s['score']}  {s['reason']}")
+        for f in out["failures"]:
+            print(f"{f['criterion']}: judge_failed after {f['attempts']} attempt(s): {f['reason']}")
+        _err(f"judge {out['judge_model']}, prompts {out['prompt_version']}, {judge.calls} call(s), "
+             f"{out['cached']} cached")
+    return 0 if ok else 3
+
+
+def add_eval_parser(subparsers: Any) -> None:
+    """Add ``eval load`` and ``eval judge`` to the `reer` command's subparsers."""
+    ev = subparsers.add_parser("eval", help="benchmark files (LongBench-Write, WritingBench, HelloBench) and the "
+                               "LLM judge").add_subparsers(dest="action", required=True)
+    load = ev.add_parser("load", help="normalise a benchmark file: one row per item, bad lines rejected with reasons")
+    load.add_argument("--format", required=True, choices=FORMATS)
+    load.add_argument("file", help="the benchmark's JSON-lines file")
+    load.add_argument("--jsonl", action="store_true", help="one JSON row per item on stdout (summary on stderr)")
+    load.set_defaults(func=cmd_eval_load)
+
+    judge = ev.add_parser("judge", help="judge one response with the configured judge (REER_JUDGE_*)")
+    judge.add_argument("--query", required=True, help="the request the response answers")
+    judge.add_argument("--response", required=True, help="file with the response (thinking before </think> is stripped)")
+    judge.add_argument("--criteria", help="JSON file: a list of rubric criteria ({name, criteria_description, "
+                       "\"1-2\" … \"9-10\"}) or a WritingBench item; for --mode checklist a list of questions")
+    judge.add_argument("--mode", choices=["rubric", "quality", "checklist"],
+                       help="default: rubric with --criteria, else quality (the six LongBench-Write dimensions)")
+    judge.add_argument("--item-id", default="cli-item", help="id used in the cache key and the record")
+    judge.add_argument("--cache", help="JSON-lines cache file: a repeated judgment is answered from it")
+    judge.add_argument("--max-tokens", type=int, default=1024)
+    judge.add_argument("--temperature", type=float, default=0.0)
+    judge.add_argument("--top-p", type=float, default=1.0)
+    judge.add_argument("--seed", type=int, default=0)
+    judge.add_argument("--reason-max-chars", type=int, help="cap each reason's length in the output schema")
+    judge.add_argument("--json", action="store_true", help="one JSON document on stdout")
+    judge.set_defaults(func=cmd_eval_judge)
