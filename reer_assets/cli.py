@@ -9,6 +9,8 @@ import sys
 import time
 from pathlib import Path
 
+from reer_assets.eval_commands import add_eval_parser
+
 
 def _read(path: str) -> str:
     return Path(path).read_text(encoding="utf-8")
@@ -327,6 +329,7 @@ def build_parser() -> argparse.ArgumentParser:
     bench.add_argument("which", choices=["scoring", "search"])
     bench.add_argument("options", nargs=argparse.REMAINDER, help="options of the benchmark (see `reer bench X -h`)")
     bench.set_defaults(func=cmd_bench)
+    add_eval_parser(sub)
     return parser
 
 
@@ -341,8 +344,7 @@ def cmd_serve(args: argparse.Namespace) -> int:
     if model == "embedded":
         from reer_assets.backends.config import BackendSpec, resolve_model_path
 
-        model = resolve_model_path(BackendSpec(), args.role)[0] if "role" in resolve_model_path.__code__.co_varnames \
-            else resolve_model_path(BackendSpec())[0]
+        model = resolve_model_path(BackendSpec(), args.role)[0]  # the judge, like the generator, is the generator build
     cpu = on_cpu()
     log_path = Path(args.log or Path(tempfile.mkdtemp(prefix="reer-serve-")) / "vllm.log")
     _err(f"starting vLLM ({'CPU build: float32, eager, whole prefills' if cpu else 'GPU'}) for {model} "

@@ -1,4 +1,4 @@
-"""Shared fixtures: the real embedded model, built once (cached across runs) and loaded once."""
+"""Shared fixtures: the real embedded generator and scorer, each built once (cached across runs) and loaded once."""
 
 from __future__ import annotations
 
@@ -36,10 +36,26 @@ def embedded_generator(embedded_loaded):
 
 
 @pytest.fixture(scope="session")
-def embedded_scorer(embedded_loaded):
+def scorer_path() -> Path:
+    """The embedded scorer build (a base model that reads the thinking; docs/embedded-model.md)."""
+    from reer_assets.backends.embedded_scorer import ensure_scorer_model
+
+    return ensure_scorer_model()
+
+
+@pytest.fixture(scope="session")
+def scorer_loaded(scorer_path):
+    from reer_assets.backends.hf import LoadedModel
+
+    return LoadedModel.load(scorer_path, device="cpu")
+
+
+@pytest.fixture(scope="session")
+def embedded_scorer(scorer_loaded):
+    """The default scorer: the embedded scorer build (the generator has its own fixtures above)."""
     from reer_assets.backends.hf import HFScorer
 
-    return HFScorer(embedded_loaded, model_id="reer-embedded")
+    return HFScorer(scorer_loaded, model_id="reer-embedded-scorer")
 
 
 @pytest.fixture(scope="session")

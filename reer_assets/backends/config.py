@@ -19,7 +19,7 @@ from functools import lru_cache
 from typing import Mapping
 
 BACKENDS = ("embedded", "hf", "vllm", "openai")
-ROLES = ("generator", "scorer")
+ROLES = ("generator", "scorer", "judge")
 
 
 @dataclass(frozen=True)
@@ -83,9 +83,18 @@ ENV_FIELDS: dict[str, type] = {
 }
 
 
-def model_id(spec: BackendSpec) -> str:
-    """The id recorded in lineage for a role's model, known without loading it."""
+def model_id(spec: BackendSpec, role: str = "generator") -> str:
+    """The id recorded in lineage for a role's model, known without loading it.
+
+    With no model named, the local backends use the embedded builds: the generator
+    (``reer-embedded:<key>``) or, for the scorer role, the embedded scorer
+    (``reer-embedded-scorer:<key>``, docs/embedded-model.md).
+    """
     if not spec.model and spec.backend in ("embedded", "vllm"):
+        if role == "scorer":
+            from reer_assets.backends.embedded_scorer import scorer_build_key
+
+            return f"{spec.backend}:reer-embedded-scorer:{scorer_build_key()}".removeprefix("embedded:")
         from reer_assets.backends.embedded import build_key
 
         return f"{spec.backend}:reer-embedded:{build_key()}".removeprefix("embedded:")
@@ -94,14 +103,18 @@ def model_id(spec: BackendSpec) -> str:
     return f"{spec.backend}:{spec.model}"
 
 
-def resolve_model_path(spec: BackendSpec) -> tuple[str, str]:
-    """(path to load, model id to record) for the local backends."""
+def resolve_model_path(spec: BackendSpec, role: str = "generator") -> tuple[str, str]:
+    """(path to load, model id to record) for the local backends (built on first use when embedded)."""
     if not spec.model:
+        if role == "scorer":
+            from reer_assets.backends.embedded_scorer import ensure_scorer_model
+
+            return str(ensure_scorer_model()), model_id(spec, role)
         from reer_assets.backends.embedded import ensure_embedded_model
 
-        return str(ensure_embedded_model()), model_id(spec)
+        return str(ensure_embedded_model()), model_id(spec, role)
     assert spec.model
-    return spec.model, model_id(spec)
+    return spec.model, model_id(spec, role)
 
 
 @lru_cache(maxsize=4)
@@ -151,13 +164,13 @@ def load_scorer(spec: BackendSpec):
     if spec.backend in ("embedded", "hf"):
         from reer_assets.backends.hf import HFScorer
 
-        path, ident = resolve_model_path(spec)
+        path, ident = resolve_model_path(spec, "scorer")
         return HFScorer(_loaded(path, spec.device), model_id=ident)
     if spec.backend == "vllm":
         from reer_assets.backends.vllm_engine import VLLMScorer
 
-        path, ident = resolve_model_path(spec)
+        path, ident = resolve_model_path(spec, "scorer")
         return VLLMScorer(_engine(path, spec.gpu_memory_utilization), ident)
     from reer_assets.backends.openai_compat import OpenAIScorer
 
-    return OpenAIScorer(_client(spec), model_id(spec))
+    return OpenAIScorer(_client(spec), model_id(spec, "scorer"))

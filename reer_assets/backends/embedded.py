@@ -23,7 +23,7 @@ import tempfile
 import time
 from dataclasses import asdict, dataclass
 from pathlib import Path
-from typing import Iterator
+from typing import Callable, Iterator
 
 from reer_assets import data
 from reer_assets.core.chat_format import THINK_OPEN, assistant_turn
@@ -153,9 +153,9 @@ def cache_root() -> Path:
     return Path(os.environ.get("REER_CACHE_DIR") or Path.home() / ".cache" / "reer-assets")
 
 
-def instance_root() -> Path:
+def instance_root(kind: str = "embedded") -> Path:
     home = os.environ.get("DAGSTER_HOME") or str(Path.cwd() / "dagster_home")
-    return Path(home) / "models" / "embedded"
+    return Path(home) / "models" / kind
 
 
 @contextlib.contextmanager
@@ -177,28 +177,39 @@ def _copy_atomically(src: Path, dst: Path) -> None:
     os.replace(tmp, dst)
 
 
-def ensure_embedded_model(config: EmbeddedConfig = DEFAULT_CONFIG, log=print) -> Path:
-    """Path of a built embedded model for ``config``: reused from the instance or cache, else built."""
-    key = build_key(config)
-    target = instance_root() / key
+def ensure_build(kind: str, key: str, build: Callable[[Path], object], log=print, what: str = "") -> Path:
+    """Path of build ``kind/key``: reused from the instance or the per-user cache, else built.
+
+    ``build(out_dir)`` writes the model and a ``build.json`` into a fresh temporary folder beside
+    the cached one, which is then renamed into place (atomic); a file lock keeps two processes
+    from building the same key at once. The cached build is copied to the instance the same way.
+    """
+    target = instance_root(kind) / key
     if (target / "build.json").exists():
         return target
-    cached = cache_root() / "embedded" / key
-    with _locked(cache_root() / "embedded" / f".{key}.lock"):
+    cached = cache_root() / kind / key
+    with _locked(cache_root() / kind / f".{key}.lock"):
         if not (cached / "build.json").exists():
-            log(f"building embedded model {key} (about {config.train_steps} steps) ...")
+            log(f"building {kind} model {key}{f' ({what})' if what else ''} ...")
             tmp = Path(tempfile.mkdtemp(dir=cached.parent, prefix=f".{key}."))
-            train_embedded(config, tmp, log=log)
+            build(tmp)
             os.replace(tmp, cached)
         if not (target / "build.json").exists():
             _copy_atomically(cached, target)
     return target
 
 
+def ensure_embedded_model(config: EmbeddedConfig = DEFAULT_CONFIG, log=print) -> Path:
+    """Path of a built embedded model for ``config``: reused from the instance or cache, else built."""
+    return ensure_build("embedded", build_key(config), lambda out: train_embedded(config, out, log=log), log=log,
+                        what=f"about {config.train_steps} steps")
+
+
 # -- the build itself ---------------------------------------------------------------------------
 
 
-def train_tokenizer(config: EmbeddedConfig):
+def train_tokenizer(config: EmbeddedConfig = DEFAULT_CONFIG):
+    """The byte-level BPE tokenizer with the chat markers and REER tags as special tokens (deterministic)."""
     from tokenizers import Tokenizer, decoders, models, pre_tokenizers, trainers
     from transformers import PreTrainedTokenizerFast
 
@@ -217,6 +228,20 @@ def train_tokenizer(config: EmbeddedConfig):
     )
 
 
+def tokenizer_key(config: EmbeddedConfig = DEFAULT_CONFIG) -> str:
+    """A hash of everything :func:`train_tokenizer` depends on (another builder sharing it puts it in its key)."""
+    digest = hashlib.sha256()
+    digest.update(json.dumps({"vocab_size": config.vocab_size, "context_length": config.context_length,
+                              "prompts": PROMPT_SET_VERSION, "template": CHAT_TEMPLATE, "special": SPECIAL_TOKENS,
+                              "builder": BUILDER_VERSION}, sort_keys=True).encode())
+    for path in data.data_files():
+        if "benchmark" in path.parts:
+            continue
+        digest.update(path.name.encode())
+        digest.update(path.read_bytes())
+    return digest.hexdigest()[:16]
+
+
 def _batches(lengths: list[int], batch_tokens: int, rng: random.Random) -> list[list[int]]:
     """Length-bucketed batches under a padded-token budget, in a seeded random order."""
     order = sorted(range(len(lengths)), key=lambda i: lengths[i])
@@ -232,9 +257,104 @@ def _batches(lengths: list[int], batch_tokens: int, rng: random.Random) -> list[
     return batches
 
 
+@dataclass(frozen=True)
+class TrainSettings:
+    """What :func:`train_causal_lm` needs besides the model and the data."""
+
+    train_steps: int
+    batch_tokens: int
+    learning_rate: float
+    warmup_steps: int
+    seed: int
+    min_lr_ratio: float = 0.1  # cosine decay from the peak down to this share of it
+    # False: no padding mask (rows are right-padded, so the causal mask alone keeps real tokens from
+    # seeing padding, and its outputs are never in the loss); SDPA then takes its faster causal kernel
+    padding_mask: bool = True
+
+
+def new_llama(tokenizer, hidden_size: int, intermediate_size: int, num_layers: int, num_heads: int,
+              num_kv_heads: int, context_length: int, rope_theta: float | None = None):
+    """A randomly initialised Llama (tied embeddings) for ``tokenizer``; draws from torch's global RNG."""
+    from transformers import LlamaConfig, LlamaForCausalLM
+
+    extra = {} if rope_theta is None else {"rope_theta": rope_theta}
+    return LlamaForCausalLM(LlamaConfig(
+        vocab_size=len(tokenizer), hidden_size=hidden_size, intermediate_size=intermediate_size,
+        num_hidden_layers=num_layers, num_attention_heads=num_heads,
+        num_key_value_heads=num_kv_heads, max_position_embeddings=context_length,
+        tie_word_embeddings=True, pad_token_id=tokenizer.pad_token_id, eos_token_id=tokenizer.eos_token_id,
+        bos_token_id=None, **extra,
+    ))
+
+
+def train_causal_lm(model, sequences: list[list[int]], loss_starts: list[int], settings: TrainSettings,
+                    pad_token_id: int, started: float, log=print) -> tuple[int, list[float]]:
+    """AdamW with warmup and cosine decay over length-bucketed batches; returns (tokens seen, batch losses).
+
+    The loss covers the tokens of each sequence from ``loss_starts[i]`` on (0: every token, a base
+    LM; the prompt length: the assistant turn only), and the vocabulary logits are computed only
+    at the positions that predict a token of the loss.
+    """
+    import torch
+
+    optimizer = torch.optim.AdamW(model.parameters(), lr=settings.learning_rate, weight_decay=0.01, betas=(0.9, 0.95))
+
+    def lr_at(step: int) -> float:
+        if step < settings.warmup_steps:
+            return (step + 1) / settings.warmup_steps
+        progress = (step - settings.warmup_steps) / max(1, settings.train_steps - settings.warmup_steps)
+        return settings.min_lr_ratio + (1 - settings.min_lr_ratio) * 0.5 * (1 + math.cos(math.pi * progress))
+
+    scheduler = torch.optim.lr_scheduler.LambdaLR(optimizer, lr_at)
+    rng = random.Random(settings.seed)
+    lengths = [len(s) for s in sequences]
+    queue: list[list[int]] = []
+    tokens_seen, losses = 0, []
+    model.train()
+    for step in range(settings.train_steps):
+        if not queue:
+            queue = _batches(lengths, settings.batch_tokens, rng)
+        picked = queue.pop()
+        batch = [sequences[i] for i in picked]
+        width = max(len(s) for s in batch)
+        ids = torch.full((len(batch), width), pad_token_id, dtype=torch.long)
+        labels = torch.full((len(batch), width), -100, dtype=torch.long)
+        mask = torch.zeros((len(batch), width), dtype=torch.long)
+        for row, (i, seq) in enumerate(zip(picked, batch)):
+            ids[row, : len(seq)] = torch.tensor(seq)
+            labels[row, loss_starts[i] : len(seq)] = torch.tensor(seq[loss_starts[i] :])
+            mask[row, : len(seq)] = 1
+        hidden = model.model(input_ids=ids, attention_mask=mask if settings.padding_mask else None).last_hidden_state
+        hidden = hidden[:, :-1]
+        targets = labels[:, 1:]
+        scored = targets != -100
+        logits = model.lm_head(hidden[scored]).float()
+        token_loss = torch.nn.functional.cross_entropy(logits, targets[scored], reduction="none")
+        loss = token_loss.sum() / token_loss.numel()
+        loss.backward()
+        torch.nn.utils.clip_grad_norm_(model.parameters(), 1.0)
+        optimizer.step()
+        scheduler.step()
+        optimizer.zero_grad(set_to_none=True)
+        tokens_seen += int(mask.sum())
+        losses.append(loss.item())
+        if step % 50 == 0 or step == settings.train_steps - 1:
+            log(f"  step {step:4d}/{settings.train_steps} loss {loss.item():.3f} "
+                f"({tokens_seen / (time.perf_counter() - started):.0f} tok/s)")
+    model.eval()
+    return tokens_seen, losses
+
+
+def save_model(model, tokenizer, out_dir: Path) -> None:
+    model.generation_config.eos_token_id = tokenizer.eos_token_id
+    model.generation_config.pad_token_id = tokenizer.pad_token_id
+    out_dir.mkdir(parents=True, exist_ok=True)
+    model.save_pretrained(out_dir)
+    tokenizer.save_pretrained(out_dir)
+
+
 def train_embedded(config: EmbeddedConfig, out_dir: Path, log=print) -> dict:
     import torch
-    from transformers import LlamaConfig, LlamaForCausalLM
 
     started = time.perf_counter()
     random.seed(config.seed)
@@ -254,65 +374,15 @@ def train_embedded(config: EmbeddedConfig, out_dir: Path, log=print) -> dict:
         prompt = prompt[-config.max_prompt_tokens :]
         sequences.append(prompt + completion)
         prompt_lengths.append(len(prompt))
-    model = LlamaForCausalLM(LlamaConfig(
-        vocab_size=len(tokenizer), hidden_size=config.hidden_size, intermediate_size=config.intermediate_size,
-        num_hidden_layers=config.num_layers, num_attention_heads=config.num_heads,
-        num_key_value_heads=config.num_kv_heads, max_position_embeddings=config.context_length,
-        tie_word_embeddings=True, pad_token_id=tokenizer.pad_token_id, eos_token_id=tokenizer.eos_token_id,
-        bos_token_id=None,
-    ))
+    model = new_llama(tokenizer, config.hidden_size, config.intermediate_size, config.num_layers, config.num_heads,
+                      config.num_kv_heads, config.context_length)
     params = sum(p.numel() for p in model.parameters())
-    optimizer = torch.optim.AdamW(model.parameters(), lr=config.learning_rate, weight_decay=0.01, betas=(0.9, 0.95))
-
-    def lr_at(step: int) -> float:
-        if step < config.warmup_steps:
-            return (step + 1) / config.warmup_steps
-        progress = (step - config.warmup_steps) / max(1, config.train_steps - config.warmup_steps)
-        return 0.1 + 0.9 * 0.5 * (1 + math.cos(math.pi * progress))
-
-    scheduler = torch.optim.lr_scheduler.LambdaLR(optimizer, lr_at)
-    rng = random.Random(config.seed)
-    lengths = [len(s) for s in sequences]
-    queue: list[list[int]] = []
-    tokens_seen, losses = 0, []
-    model.train()
-    for step in range(config.train_steps):
-        if not queue:
-            queue = _batches(lengths, config.batch_tokens, rng)
-        picked = queue.pop()
-        batch = [sequences[i] for i in picked]
-        width = max(len(s) for s in batch)
-        ids = torch.full((len(batch), width), tokenizer.pad_token_id, dtype=torch.long)
-        labels = torch.full((len(batch), width), -100, dtype=torch.long)
-        mask = torch.zeros((len(batch), width), dtype=torch.long)
-        for row, (i, seq) in enumerate(zip(picked, batch)):
-            ids[row, : len(seq)] = torch.tensor(seq)
-            # loss on the assistant turn only: the model must answer prompts, not recite them
-            labels[row, prompt_lengths[i] : len(seq)] = torch.tensor(seq[prompt_lengths[i] :])
-            mask[row, : len(seq)] = 1
-        # vocabulary logits only where a token is predicted for the loss (the assistant turn)
-        hidden = model.model(input_ids=ids, attention_mask=mask).last_hidden_state[:, :-1]
-        targets = labels[:, 1:]
-        scored = targets != -100
-        logits = model.lm_head(hidden[scored]).float()
-        token_loss = torch.nn.functional.cross_entropy(logits, targets[scored], reduction="none")
-        loss = token_loss.sum() / token_loss.numel()
-        loss.backward()
-        torch.nn.utils.clip_grad_norm_(model.parameters(), 1.0)
-        optimizer.step()
-        scheduler.step()
-        optimizer.zero_grad(set_to_none=True)
-        tokens_seen += int(mask.sum())
-        losses.append(loss.item())
-        if step % 50 == 0 or step == config.train_steps - 1:
-            log(f"  step {step:4d}/{config.train_steps} loss {loss.item():.3f} "
-                f"({tokens_seen / (time.perf_counter() - started):.0f} tok/s)")
-    model.eval()
-    model.generation_config.eos_token_id = tokenizer.eos_token_id
-    model.generation_config.pad_token_id = tokenizer.pad_token_id
-    out_dir.mkdir(parents=True, exist_ok=True)
-    model.save_pretrained(out_dir)
-    tokenizer.save_pretrained(out_dir)
+    # loss on the assistant turn only: the model must answer prompts, not recite them
+    settings = TrainSettings(config.train_steps, config.batch_tokens, config.learning_rate, config.warmup_steps,
+                             config.seed)
+    tokens_seen, losses = train_causal_lm(model, sequences, prompt_lengths, settings, tokenizer.pad_token_id,
+                                          started, log=log)
+    save_model(model, tokenizer, out_dir)
     seconds = time.perf_counter() - started
     tail = losses[-20:]
     report = {

@@ -48,7 +48,7 @@ class ModelBackendResource(dg.ConfigurableResource):
         return BackendSpec(**{k: v for k, v in fields.items() if v is not None})
 
     def model_id(self) -> str:
-        return model_id(self.spec())
+        return model_id(self.spec(), self.role)
 
     def workload_env(self) -> dict[str, str]:
         env = self.spec().env(self.role)

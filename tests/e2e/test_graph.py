@@ -207,3 +207,28 @@ def test_exports_load_and_train_as_they_are(graph, tmp_path):
     card = (tmp_path / "trl" / "README.md").read_text()
     for field in ("Token statistics", "generator", "scorer", "licence", "Filter funnel", pointer["version"]):
         assert field in card, field
+
+
+def test_search_report_matches_the_search_outputs(graph):
+    """`reer lineage report search`: its numbers are the ones the Parquet outputs give."""
+    env = {**os.environ, "REER_LINEAGE_DB": str(graph["home"] / "lineage.duckdb")}
+    out = subprocess.run([sys.executable, "-m", "reer_assets.cli", "lineage", "report", "search", "--json"], env=env,
+                         capture_output=True, text=True, check=True).stdout
+    sections = {s["name"]: s["rows"] for s in json.loads(out)["sections"]}
+    assert set(sections) == {"gain_by_position", "acceptance_by_step", "parse_failures", "tokens_per_accepted_edit",
+                             "stop_reasons"}
+    folder = graph["home"] / "reer/assets/refined_trajectories" / DOMAIN
+    steps, candidates = pl.read_parquet(folder / "search_steps.parquet"), pl.read_parquet(folder / "candidates.parquet")
+    trajectories = pl.read_parquet(folder / "trajectories.parquet").filter(pl.col("status") == "ok")
+    by_step = {r["step_index"]: r for r in sections["acceptance_by_step"]}
+    for index, part in steps.group_by("step_index"):
+        assert by_step[index[0]]["steps"] == part.height
+        assert by_step[index[0]]["accepted"] == part["choice"].is_not_null().sum()
+    (failures,) = sections["parse_failures"]
+    assert failures["candidates"] == candidates.height and failures["unparsed"] == candidates["text"].is_null().sum()
+    stops = {r["stopped_reason"]: r["items"] for r in sections["stop_reasons"]}
+    expected = trajectories["trace_json"].map_elements(lambda t: json.loads(t)["stopped_reason"], return_dtype=pl.String)
+    assert stops == dict(expected.value_counts().iter_rows())
+    gains = sum(r["total_gain"] for r in sections["gain_by_position"])
+    searched = trajectories.filter(pl.col("num_steps") > 0)
+    assert abs(gains - float((searched["initial_score"] - searched["final_score"]).sum())) < 1e-3
