@@ -71,7 +71,6 @@ def _backends():
 def cmd_score(args: argparse.Namespace) -> int:
     from reer_assets.backends.config import BackendSpec, load_scorer
     from reer_assets.core.objective import build_score_request, score_of
-    from reer_assets.core.prompts import prompts_for
     from reer_assets.core.segment import segment
 
     scorer = load_scorer(BackendSpec.from_env("scorer"))
@@ -83,7 +82,7 @@ def cmd_score(args: argparse.Namespace) -> int:
 
 
 def cmd_search(args: argparse.Namespace) -> int:
-    from reer_assets.core.search import ReerSearch, SearchConfig, SearchItem
+    from reer_assets.core.refinement import ReerSearch, SearchConfig, SearchItem
 
     generator, scorer = _backends()
     overrides = {k: v for k, v in {
@@ -120,7 +119,7 @@ def _key_values(items: list[str]) -> dict:
 
 
 def cmd_ingest(args: argparse.Namespace) -> int:
-    from reer_assets.lib.ingest import ingest_path, ingest_summary, public_record
+    from reer_assets.core.ingest.pipeline import ingest_path, ingest_summary, public_record
 
     def printed(rows):
         for row in rows:
@@ -137,9 +136,9 @@ def cmd_ingest(args: argparse.Namespace) -> int:
 
 
 def cmd_synthesize_query(args: argparse.Namespace) -> int:
-    from reer_assets.core.cleaning import detect_language, normalize_text
+    from reer_assets.core.ingest.cleaning import detect_language, normalize_text
     from reer_assets.core.protocols import Sampling
-    from reer_assets.core.query_qc import QueryQC, query_reasons
+    from reer_assets.core.synthesis import QueryQC, query_reasons
     from reer_assets.lib.profiles import profile
 
     text = normalize_text(_read(args.reference))
@@ -149,7 +148,7 @@ def cmd_synthesize_query(args: argparse.Namespace) -> int:
         out.update(query=args.query, raw_output=None, model=None, synthesized=False)
     else:
         from reer_assets.backends.config import BackendSpec, load_generator
-        from reer_assets.core.query_synthesis import synthesize_query
+        from reer_assets.core.synthesis import synthesize_query
 
         settings = {**profile(args.profile)["synthesis"],
                     **({"max_tokens": args.max_tokens} if args.max_tokens is not None else {})}
@@ -398,9 +397,9 @@ def cmd_recover(args: argparse.Namespace) -> int:
 
 def cmd_bench(args: argparse.Namespace) -> int:
     if args.which == "scoring":
-        from reer_assets.bench.scoring import main as bench_main
+        from reer_assets.perf.scoring import main as bench_main
     else:
-        from reer_assets.bench.search import main as bench_main
+        from reer_assets.perf.search import main as bench_main
     return bench_main(args.options)
 
 

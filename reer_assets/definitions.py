@@ -2,8 +2,10 @@
 
 import dagster as dg
 
-from reer_assets.defs.curation import assets as curation, checks as curation_checks
-from reer_assets.defs.evaluation import assets as evaluation, checks as evaluation_checks
+from reer_assets.defs.curation import assets as curation
+from reer_assets.defs.curation import checks as curation_checks
+from reer_assets.defs.evaluation import assets as evaluation
+from reer_assets.defs.evaluation import checks as evaluation_checks
 from reer_assets.defs.ingest import assets as ingest
 from reer_assets.defs.jobs import ALL_JOBS
 from reer_assets.defs.refinement import assets as refinement

@@ -17,10 +17,10 @@ def main() -> int:
     import dagster as dg
     import polars as pl
 
+    from reer_assets.core.ingest.domains import domain_names
     from reer_assets.definitions import defs
     from reer_assets.lib import duckdb_store
-    from reer_assets.lib.domains import domain_names
-    from reer_assets.lib.paths import asset_dir, dagster_home, lineage_db
+    from reer_assets.lib.storage import dagster_home, lineage_db, read_output
 
     started = time.perf_counter()
     instance = dg.DagsterInstance.get()
@@ -53,7 +53,7 @@ def main() -> int:
             "round(avg(t.final_score), 4) AS mean_final, count(*) FILTER (WHERE t.final_score < t.initial_score) AS improved "
             "FROM trajectories t JOIN documents d ON d.id = t.document_id WHERE t.status = 'ok' "
             "GROUP BY d.domain ORDER BY d.domain"))
-        bench = pl.read_parquet(asset_dir("benchmark_scores", None) / "results.parquet")
+        bench = read_output("benchmark_scores", "results")
         print("\nBenchmark (bundled prompts):")
         print(bench.group_by("model_label").agg(
             pl.col("length_score").mean().round(1), pl.col("format_ok").mean().round(3).alias("format_rate"),

@@ -60,7 +60,11 @@ def _criteria(path: str, mode: str) -> list[Any]:
 
 def cmd_eval_judge(args: argparse.Namespace) -> int:
     from reer_assets.core.evaluation.judge import (
-        JudgeSampling, checklist_task, quality_task, rubric_tasks, token_totals,
+        JudgeSampling,
+        checklist_task,
+        quality_task,
+        rubric_tasks,
+        token_totals,
     )
 
     mode = args.mode or ("rubric" if args.criteria else "quality")

@@ -61,7 +61,7 @@ def embedded_scorer(scorer_loaded):
 @pytest.fixture(scope="session")
 def bundled_item():
     from reer_assets import data
-    from reer_assets.core.search import SearchItem
+    from reer_assets.core.refinement import SearchItem
 
     piece = next(p for p in data.corpus("creative_writing") if p["language"] == "en")
     return SearchItem(item_id=piece["id"], query=piece["request"], reference=piece["text"])

@@ -1,7 +1,9 @@
-"""Which backend each model role uses, read from the environment in one place.
+"""Which backend each model role uses: :class:`BackendSpec`, the one declaration of a backend's fields.
 
-The `reer` CLI and the Dagster resources both build a :class:`BackendSpec` per role
-(``generator``, ``scorer``) and call :func:`load_generator` / :func:`load_scorer`.
+The `reer` CLI, the Dagster resource (``defs/resources.py``, whose fields are derived from this
+class) and the out-of-process workloads all build a :class:`BackendSpec` per role
+(``generator``, ``scorer``, ``judge``) from ``REER_<ROLE>_*`` (read by ``settings.role_variables``)
+and call :func:`load_generator` / :func:`load_scorer`.
 Variables: ``REER_<ROLE>_BACKEND`` (embedded | hf | vllm | openai),
 ``REER_<ROLE>_MODEL`` (a local path or a served model name), ``REER_<ROLE>_BASE_URL``
 (openai), ``REER_<ROLE>_API_KEY_ENV`` (the *name* of the variable that holds the key,
@@ -13,13 +15,17 @@ completions-mode generation), ``REER_<ROLE>_MAX_IN_FLIGHT``, ``REER_<ROLE>_TIMEO
 
 from __future__ import annotations
 
-import os
+import dataclasses
+import typing
 from dataclasses import dataclass
 from functools import lru_cache
 from typing import Mapping
 
+from reer_assets import settings
+
 BACKENDS = ("embedded", "hf", "vllm", "openai")
 ROLES = ("generator", "scorer", "judge")
+PREFILL_MODES = ("chat", "completions")
 
 
 @dataclass(frozen=True)
@@ -33,10 +39,16 @@ class BackendSpec:
     max_in_flight: int = 8
     timeout_s: float = 300.0
     max_attempts: int = 4
-    prefill_mode: str = "chat"
-    gpu_memory_utilization: float | None = None
+    prefill_mode: str = "chat"  # openai: chat (continue_final_message) | completions (template rendered here)
+    gpu_memory_utilization: float | None = None  # vllm; on the CPU build the share of host memory
+    backoff_s: float = 0.5  # openai: first retry delay, doubled per attempt, with jitter
+    backoff_max_s: float = 30.0
 
     def __post_init__(self) -> None:
+        if self.prefill_mode not in PREFILL_MODES:
+            raise ValueError(f"prefill_mode must be one of {PREFILL_MODES}, not {self.prefill_mode!r}")
+        if self.max_in_flight < 1 or self.max_attempts < 1:
+            raise ValueError("max_in_flight and max_attempts must be at least 1")
         if self.backend not in BACKENDS:
             raise ValueError(f"unknown backend {self.backend!r}: choose one of {', '.join(BACKENDS)}")
         if self.backend == "hf" and not self.model:
@@ -48,16 +60,16 @@ class BackendSpec:
     def from_env(cls, role: str, environ: Mapping[str, str] | None = None) -> "BackendSpec":
         if role not in ROLES:
             raise ValueError(f"unknown role {role!r}")
-        env = os.environ if environ is None else environ
         prefix = f"REER_{role.upper()}_"
         values: dict = {}
-        for name, kind in ENV_FIELDS.items():
-            raw = env.get(prefix + name.upper())
-            if raw:
-                try:
-                    values[name] = kind(raw)
-                except ValueError as exc:
-                    raise ValueError(f"{prefix + name.upper()}={raw!r} is not a valid {kind.__name__}") from exc
+        for name, raw in settings.role_variables(role, environ).items():
+            if name not in ENV_FIELDS:
+                continue  # e.g. REER_JUDGE_STRUCTURED, read by the judge itself
+            kind = ENV_FIELDS[name]
+            try:
+                values[name] = kind(raw)
+            except ValueError as exc:
+                raise ValueError(f"{prefix + name.upper()}={raw!r} is not a valid {kind.__name__}") from exc
         return cls(**values)
 
     def env(self, role: str) -> dict[str, str]:
@@ -76,11 +88,15 @@ class BackendSpec:
         return {name: getattr(self, name) for name in ENV_FIELDS if getattr(self, name) is not None}
 
 
-ENV_FIELDS: dict[str, type] = {
-    "backend": str, "model": str, "base_url": str, "api_key_env": str, "device": str, "tokenizer": str,
-    "max_in_flight": int, "timeout_s": float, "max_attempts": int, "prefill_mode": str,
-    "gpu_memory_utilization": float,
-}
+def _plain_type(hint: object) -> type:
+    """``str`` for ``str | None``: the type a variable's text is parsed into."""
+    args = [a for a in typing.get_args(hint) if a is not type(None)]
+    return args[0] if args else hint  # type: ignore[return-value]
+
+
+# every field of BackendSpec, by name, with the type its REER_<ROLE>_<NAME> text is parsed into
+ENV_FIELDS: dict[str, type] = {f.name: _plain_type(t) for f, t in zip(
+    dataclasses.fields(BackendSpec), typing.get_type_hints(BackendSpec).values())}
 
 
 def model_id(spec: BackendSpec, role: str = "generator") -> str:
@@ -133,15 +149,10 @@ def _engine(path: str, gpu_memory_utilization: float | None):
 
 @lru_cache(maxsize=4)
 def _client(spec: BackendSpec):
-    from reer_assets.backends.openai_compat import ClientSettings, OpenAIClient
+    from reer_assets.backends.openai_compat import OpenAIClient
 
-    assert spec.base_url
-    return OpenAIClient(ClientSettings(
-        base_url=spec.base_url, model=spec.model, api_key_env=spec.api_key_env, max_in_flight=spec.max_in_flight,
-        timeout_s=spec.timeout_s, max_attempts=spec.max_attempts, prefill_mode=spec.prefill_mode,
-        # a served model's tokenizer is read locally: the named model, else the embedded build
-        tokenizer=spec.tokenizer or resolve_model_path(spec)[0],
-    ))
+    # a served model's tokenizer is read locally: the named model, else the embedded build
+    return OpenAIClient(dataclasses.replace(spec, tokenizer=spec.tokenizer or resolve_model_path(spec)[0]))
 
 
 def load_generator(spec: BackendSpec):

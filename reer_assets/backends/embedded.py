@@ -25,10 +25,10 @@ from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Callable, Iterator
 
-from reer_assets import data
+from reer_assets import data, settings
 from reer_assets.core.chat_format import THINK_OPEN, assistant_turn
 from reer_assets.core.prompts import PROMPT_SET_VERSION, prompts_for
-from reer_assets.core.search import RECOMPOSE_SEPARATOR, is_draft
+from reer_assets.core.refinement import RECOMPOSE_SEPARATOR, is_draft
 from reer_assets.core.segment import segment
 
 BUILDER_VERSION = "embedded-v5"
@@ -150,12 +150,11 @@ def build_key(config: EmbeddedConfig = DEFAULT_CONFIG) -> str:
 
 
 def cache_root() -> Path:
-    return Path(os.environ.get("REER_CACHE_DIR") or Path.home() / ".cache" / "reer-assets")
+    return settings.cache_dir()
 
 
 def instance_root(kind: str = "embedded") -> Path:
-    home = os.environ.get("DAGSTER_HOME") or str(Path.cwd() / "dagster_home")
-    return Path(home) / "models" / kind
+    return settings.dagster_home() / "models" / kind
 
 
 @contextlib.contextmanager

@@ -38,8 +38,19 @@ from typing import Iterable, Sequence
 
 from reer_assets import data
 from reer_assets.backends.embedded import (
-    CHAT_TEMPLATE, DEFAULT_CONFIG as GENERATOR_CONFIG, EOS, SPECIAL_TOKENS, TrainSettings, ensure_build, new_llama,
-    save_model, tokenizer_key, train_causal_lm, train_tokenizer,
+    CHAT_TEMPLATE,
+    EOS,
+    SPECIAL_TOKENS,
+    TrainSettings,
+    ensure_build,
+    new_llama,
+    save_model,
+    tokenizer_key,
+    train_causal_lm,
+    train_tokenizer,
+)
+from reer_assets.backends.embedded import (
+    DEFAULT_CONFIG as GENERATOR_CONFIG,
 )
 from reer_assets.core.chat_format import assistant_turn, inference_messages
 from reer_assets.core.prompts import PROMPT_SET_VERSION

@@ -10,7 +10,7 @@ import time
 from dataclasses import dataclass
 
 from reer_assets import data
-from reer_assets.core.search import ReerSearch, SearchConfig, SearchItem
+from reer_assets.core.refinement import ReerSearch, SearchConfig, SearchItem
 
 
 @dataclass

@@ -16,7 +16,12 @@ from transformers import AutoModelForCausalLM, AutoTokenizer, DynamicCache, PreT
 
 from reer_assets.backends.scored_span import render, score_tokens
 from reer_assets.core.protocols import (  # noqa: F401  (PromptTooLongError is re-exported)
-    Completion, GenerationRequest, Message, PromptTooLongError, ScoreRequest, ScoreResult,
+    Completion,
+    GenerationRequest,
+    Message,
+    PromptTooLongError,
+    ScoreRequest,
+    ScoreResult,
 )
 
 

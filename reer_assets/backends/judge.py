@@ -31,6 +31,7 @@ import os
 import threading
 from typing import Any, Mapping
 
+from reer_assets import settings
 from reer_assets.backends.config import BackendSpec
 from reer_assets.core.call_cache import CallCache
 from reer_assets.core.evaluation.judge import Judge, JudgeReply, JudgeSampling, compact_regex
@@ -62,13 +63,12 @@ def judge_spec(environ: Mapping[str, str] | None = None) -> BackendSpec:
 
     A base URL alone means the openai backend.
     """
-    env = dict(os.environ if environ is None else environ)
-    if not env.get("REER_JUDGE_BACKEND") and not env.get("REER_JUDGE_BASE_URL"):
+    variables = settings.role_variables("judge", environ)
+    if not variables.get("backend") and not variables.get("base_url"):
         raise JudgeNotConfigured(f"no judge is configured: {SETTINGS_HINT}")
-    if not env.get("REER_JUDGE_BACKEND"):
-        env["REER_JUDGE_BACKEND"] = "openai"
+    variables.setdefault("backend", "openai")
     try:
-        spec = BackendSpec.from_env("judge", env)
+        spec = BackendSpec.from_env("judge", {f"REER_JUDGE_{k.upper()}": v for k, v in variables.items()})
     except ValueError as exc:
         raise JudgeNotConfigured(f"the judge settings are not usable ({exc}): {SETTINGS_HINT}") from exc
     if spec.backend not in JUDGE_BACKENDS:
@@ -78,8 +78,7 @@ def judge_spec(environ: Mapping[str, str] | None = None) -> BackendSpec:
 
 
 def structured_mode(environ: Mapping[str, str] | None = None) -> str:
-    env = os.environ if environ is None else environ
-    mode = (env.get("REER_JUDGE_STRUCTURED") or "auto").strip()
+    mode = (settings.role_variables("judge", environ).get("structured") or "auto").strip()
     if mode not in STRUCTURED:
         raise JudgeNotConfigured(f"REER_JUDGE_STRUCTURED={mode!r}: choose one of {', '.join(STRUCTURED)}")
     return mode
@@ -210,12 +209,10 @@ def load_judge_backend(spec: BackendSpec, structured: str = "auto") -> Any:
         path, ident = resolve_model_path(spec, "judge")
         return VLLMJudgeBackend(_engine(path, spec.gpu_memory_utilization), ident,
                                 "vllm_regex" if structured in ("auto", "json_schema") else structured)
-    from reer_assets.backends.openai_compat import ClientSettings, OpenAIClient
+    from reer_assets.backends.openai_compat import OpenAIClient
 
     assert spec.base_url
-    client = OpenAIClient(ClientSettings(
-        base_url=spec.base_url, model=spec.model, api_key_env=spec.api_key_env, max_in_flight=spec.max_in_flight,
-        timeout_s=spec.timeout_s, max_attempts=spec.max_attempts))
+    client = OpenAIClient(spec)
     return OpenAIJudgeBackend(client, structured)
 
 

@@ -19,7 +19,6 @@ records on the item. Requests in flight are bounded per client, across threads.
 from __future__ import annotations
 
 import json
-import os
 import random
 import threading
 import time
@@ -29,12 +28,13 @@ from typing import Any, Callable, TypeVar
 
 import openai
 
+from reer_assets.backends.config import PREFILL_MODES, BackendSpec  # noqa: F401 (PREFILL_MODES re-exported)
 from reer_assets.backends.scored_span import encode, pick_prompt_logprobs, render, score_tokens
 from reer_assets.core.protocols import Completion, GenerationRequest, ScoreRequest, ScoreResult
+from reer_assets.settings import secret
 
 T = TypeVar("T")
 RETRY_STATUS = {408, 409, 425, 429}
-PREFILL_MODES = ("chat", "completions")
 
 
 class BackendCallError(RuntimeError):
@@ -52,26 +52,6 @@ class ScorerConfigError(RuntimeError):
 
 class MalformedResponse(ValueError):
     """A 200 response whose body is not what the protocol promises (truncated, missing fields)."""
-
-
-@dataclass(frozen=True)
-class ClientSettings:
-    base_url: str
-    model: str | None = None  # the served model name; default: the server's first model
-    api_key_env: str | None = None  # the NAME of the variable holding the key
-    max_in_flight: int = 8
-    timeout_s: float = 300.0
-    max_attempts: int = 4
-    backoff_s: float = 0.5
-    backoff_max_s: float = 30.0
-    prefill_mode: str = "chat"
-    tokenizer: str | None = None  # local tokenizer path; default: ``model`` when it is a local path
-
-    def __post_init__(self) -> None:
-        if self.prefill_mode not in PREFILL_MODES:
-            raise ValueError(f"prefill_mode must be one of {PREFILL_MODES}, not {self.prefill_mode!r}")
-        if self.max_in_flight < 1 or self.max_attempts < 1:
-            raise ValueError("max_in_flight and max_attempts must be at least 1")
 
 
 def error_class(exc: BaseException) -> str:
@@ -117,9 +97,11 @@ class Usage:
 class OpenAIClient:
     """The SDK client plus retries, a bound on requests in flight, and usage counters."""
 
-    def __init__(self, settings: ClientSettings, sleep: Callable[[float], None] = time.sleep):
+    def __init__(self, settings: BackendSpec, sleep: Callable[[float], None] = time.sleep):
+        if not settings.base_url:
+            raise ValueError("an OpenAI-compatible client needs a base URL: set REER_<ROLE>_BASE_URL")
         self.settings = settings
-        api_key = os.environ.get(settings.api_key_env) if settings.api_key_env else None
+        api_key = secret(settings.api_key_env)
         if settings.api_key_env and not api_key:
             raise ValueError(f"the API key variable {settings.api_key_env} named by the config is not set")
         # the SDK's own retries are off: ours classify errors and record what happened
@@ -187,7 +169,7 @@ class OpenAIClient:
         return prompt, completion
 
 
-def _load_tokenizer(settings: ClientSettings, role: str):
+def _load_tokenizer(settings: BackendSpec, role: str):
     from transformers import AutoTokenizer
 
     source = settings.tokenizer or settings.model

@@ -1,1 +1,1 @@
-"""Pure REER logic. Imports neither Dagster nor torch (DESIGN.md §7)."""
+"""Pure REER logic. Imports neither Dagster nor torch (README: Layout)."""

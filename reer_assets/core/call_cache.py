@@ -20,7 +20,7 @@ from dataclasses import asdict
 from pathlib import Path
 from typing import Any, Callable, Iterable
 
-from reer_assets.core.protocols import Completion, GenerationRequest, Generator, ScoreRequest, ScoreResult, Scorer
+from reer_assets.core.protocols import Completion, GenerationRequest, Generator, Scorer, ScoreRequest, ScoreResult
 
 
 def _key(kind: str, model_id: str, payload: Any) -> str:

@@ -22,7 +22,7 @@ import statistics
 from dataclasses import dataclass
 from typing import Any, Mapping, Sequence
 
-from reer_assets.core.search import recompose, derive_seed
+from reer_assets.core.refinement import derive_seed, recompose
 from reer_assets.core.trace import SearchTrace
 
 VARIANTS = ("searched", "initial", "no_thinking", "random_edits", "no_reflection")

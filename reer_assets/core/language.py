@@ -1,4 +1,4 @@
-"""Which prompt set a text gets: any CJK ideograph means Chinese (DESIGN.md §2.1)."""
+"""Which prompt set a text gets: any CJK ideograph means Chinese (docs/algorithm.md §1)."""
 
 from __future__ import annotations
 

@@ -1,4 +1,4 @@
-"""The English and Chinese prompt sets the engine sends to the generator (DESIGN.md §2).
+"""The English and Chinese prompt sets the engine sends to the generator (docs/algorithm.md).
 
 Wording is the project's own. Every generator task has one builder here, and the
 embedded model is trained on exactly these renderings, so changing a text here
@@ -186,5 +186,5 @@ PROMPT_SETS = {EN: ENGLISH, ZH: CHINESE}
 
 
 def prompts_for(query: str) -> PromptSet:
-    """The prompt set for a query, by the CJK rule of DESIGN.md §2.1."""
+    """The prompt set for a query, by the CJK rule of docs/algorithm.md §1."""
     return PROMPT_SETS[prompt_language(query)]

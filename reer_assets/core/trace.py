@@ -1,4 +1,4 @@
-"""The full record of one REER search (DESIGN.md §2.7), serialisable to JSON and back."""
+"""The full record of one REER search (docs/algorithm.md §6), serialisable to JSON and back."""
 
 from __future__ import annotations
 

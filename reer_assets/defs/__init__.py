@@ -1,1 +1,1 @@
-"""Dagster definitions, one folder per stage. Never imports torch or vllm (DESIGN.md §7)."""
+"""Dagster definitions, one folder per stage. Never imports torch or vllm (README: Layout)."""

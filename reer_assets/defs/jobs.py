@@ -2,7 +2,6 @@
 
 import dagster as dg
 
-
 ingest_job = dg.define_asset_job("ingest_job", selection=["raw_documents"])
 synthesis_job = dg.define_asset_job("synthesis_job", selection=["synthesized_queries"])
 refinement_job = dg.define_asset_job("refinement_job", selection=["refined_trajectories"])

@@ -39,6 +39,7 @@ from typing import Callable, Iterator, Optional
 
 import dagster as dg
 
+from reer_assets import settings
 from reer_assets.lib import dagster_internals as internals
 
 POLL_S = 2.0  # how often a step blocked on a pool re-checks its holders
@@ -415,7 +416,7 @@ def recover_report(instance: dg.DagsterInstance, dry_run: bool = False, force: t
 
 def cmd_recover(args) -> int:
     """``reer recover [--json] [--dry-run] [--run RUN_ID]``."""
-    if not os.environ.get("DAGSTER_HOME"):
+    if not settings.dagster_home_is_set():
         print("reer: error: set DAGSTER_HOME to the instance folder (e.g. DAGSTER_HOME=$PWD/dagster_home)",
               file=sys.stderr)
         return 2

@@ -6,38 +6,28 @@ from its environment.
 """
 
 
-import os
+import dataclasses
+import importlib
 import sys
-from typing import Optional
+from typing import Any, Optional
 
 import dagster as dg
 import polars as pl
 
+from reer_assets import settings
 from reer_assets.backends.config import ENV_FIELDS, BackendSpec, model_id
 from reer_assets.lib import duckdb_store
 
 
-class ModelBackendResource(dg.ConfigurableResource):
-    """Which model a role (generator or scorer) uses; passed to workloads as REER_<ROLE>_* env.
+class _ModelBackend(dg.ConfigurableResource):
+    """Which model a role (generator, scorer or judge) uses; passed to workloads as REER_<ROLE>_* env.
 
-    Built by :func:`backend_resource` from the environment with ``dg.EnvVar`` for every
-    variable that is set, so the UI shows where a value came from and an API key is read
-    from its variable at run time only, never stored in config, logs or lineage.
+    Its fields are :class:`~reer_assets.backends.config.BackendSpec`'s, derived below (declared once),
+    plus the role and the API key read through ``dg.EnvVar``. Built by :func:`backend_resource`
+    from the environment with ``dg.EnvVar`` for every variable that is set, so the UI shows where
+    a value came from and an API key is read from its variable at run time only, never stored in
+    config, logs or lineage.
     """
-
-    role: str
-    backend: str = "embedded"
-    model: Optional[str] = None
-    base_url: Optional[str] = None
-    api_key_env: Optional[str] = None
-    api_key: Optional[str] = None
-    tokenizer: Optional[str] = None
-    prefill_mode: str = "chat"
-    max_in_flight: int = 8
-    timeout_s: float = 300.0
-    max_attempts: int = 4
-    gpu_memory_utilization: Optional[float] = None
-    device: Optional[str] = None
 
     @classmethod
     def from_env(cls, role: str) -> "ModelBackendResource":
@@ -57,17 +47,31 @@ class ModelBackendResource(dg.ConfigurableResource):
         return env
 
 
+def _resource_class() -> type:
+    """The resource class with one config field per BackendSpec field (same name, type and default)."""
+    annotations: dict = {"role": str}
+    defaults: dict = {}
+    for f in dataclasses.fields(BackendSpec):
+        annotations[f.name] = Optional[ENV_FIELDS[f.name]]
+        defaults[f.name] = None if f.default is dataclasses.MISSING else f.default
+    annotations["api_key"] = Optional[str]
+    defaults["api_key"] = None
+    return type("ModelBackendResource", (_ModelBackend,), {"__annotations__": annotations, "__module__": __name__,
+                                                          "__doc__": _ModelBackend.__doc__, **defaults})
+
+
+ModelBackendResource = _resource_class()
+
+
 def backend_resource(role: str, environ: Optional[dict] = None) -> ModelBackendResource:
     """The resource for ``role`` from REER_<ROLE>_* variables (validated now, read through EnvVar)."""
-    env = dict(os.environ if environ is None else environ)
-    spec = BackendSpec.from_env(role, env)  # fails early, with the variable's name, on a bad value
+    spec = BackendSpec.from_env(role, environ)  # fails early, with the variable's name, on a bad value
     prefix = f"REER_{role.upper()}_"
     values: dict = {"role": role}
-    for name in ENV_FIELDS:
-        if env.get(prefix + name.upper()):
-            kind = ENV_FIELDS[name]
-            values[name] = dg.EnvVar(prefix + name.upper()) if kind is str else getattr(spec, name)
-    if spec.api_key_env and env.get(spec.api_key_env):
+    for name in settings.role_variables(role, environ):
+        if name in ENV_FIELDS:
+            values[name] = dg.EnvVar(prefix + name.upper()) if ENV_FIELDS[name] is str else getattr(spec, name)
+    if spec.api_key_env and (settings.secret(spec.api_key_env) if environ is None else environ.get(spec.api_key_env)):
         values["api_key"] = dg.EnvVar(spec.api_key_env)
     return ModelBackendResource(**values)
 
@@ -85,10 +89,35 @@ def workload_command(name: str) -> list[str]:
     return [sys.executable, "-m", f"reer_assets.workloads.{name}"]
 
 
+class WorkloadRunner(dg.ConfigurableResource):
+    """Where a stage's model work (``reer_assets.workloads.<stage>``) runs.
+
+    ``subprocess`` (the default): out of the Dagster process through Dagster Pipes; the workload
+    reports its summary back as a custom message. ``in_process``: the workload's ``run(extras, log)``
+    is called in this process with its environment set for the call; the unit tests use it so
+    that every asset has a test of seconds.
+    """
+
+    mode: str = "subprocess"
+
+    def run(self, context: dg.AssetExecutionContext, name: str, extras: dict[str, Any],
+            env: dict[str, str]) -> dict[str, Any]:
+        if self.mode == "in_process":
+            module = importlib.import_module(f"reer_assets.workloads.{name}")
+            with settings.environment(env):
+                return module.run(extras, context.log.info)
+        if self.mode != "subprocess":
+            raise ValueError(f"unknown workload runner {self.mode!r}: choose subprocess or in_process")
+        invocation = dg.PipesSubprocessClient().run(context=context, command=workload_command(name), extras=extras,
+                                                    env=env)
+        messages = invocation.get_custom_messages()
+        return messages[-1] if messages else {}
+
+
 def default_resources() -> dict:
     return {
         "generator": ModelBackendResource.from_env("generator"),
         "scorer": ModelBackendResource.from_env("scorer"),
         "lineage": LineageResource(),
-        "pipes": dg.PipesSubprocessClient(),
+        "runner": WorkloadRunner(mode=settings.workload_runner()),
     }

@@ -2,8 +2,8 @@
 
 import dagster as dg
 
+from reer_assets.core.ingest.domains import domain_names
 from reer_assets.defs.jobs import ingest_job
-from reer_assets.lib.domains import domain_names
 
 
 @dg.schedule(job=ingest_job, cron_schedule="0 3 * * *", default_status=dg.DefaultScheduleStatus.STOPPED)

@@ -4,9 +4,9 @@ import json
 
 import dagster as dg
 
+from reer_assets.core.ingest.domains import domain_names
 from reer_assets.defs.jobs import ingest_job
-from reer_assets.lib.domains import domain_names
-from reer_assets.lib.paths import inbox_dir
+from reer_assets.lib.storage import inbox_dir
 
 
 def inbox_state() -> dict[str, dict[str, float]]:

@@ -17,7 +17,7 @@ from typing import Iterator
 import duckdb
 import polars as pl
 
-from reer_assets.lib.paths import SQL_DIR, lineage_db
+from reer_assets.lib.storage import SQL_DIR, lineage_db
 
 log = logging.getLogger(__name__)
 

@@ -23,12 +23,12 @@ SHAREGPT_ROLES = {"user": "human", "assistant": "gpt"}
 
 def current_dataset() -> dict[str, Any]:
     """The sft_dataset version the graph last materialised (its pointer file)."""
-    from reer_assets.lib.paths import asset_dir
+    from reer_assets.lib.storage import read_pointer
 
-    pointer = asset_dir("sft_dataset", None) / "current.json"
-    if not pointer.exists():
-        raise FileNotFoundError("sft_dataset has not been materialised yet: run `make demo` or materialise it in the UI")
-    return json.loads(pointer.read_text())
+    try:
+        return read_pointer("sft_dataset")
+    except FileNotFoundError:
+        raise FileNotFoundError("sft_dataset has not been materialised yet: run `make demo` or materialise it in the UI") from None
 
 
 def to_sharegpt(messages: list[dict[str, str]]) -> dict[str, Any]:

@@ -9,7 +9,7 @@ from pathlib import Path
 from typing import Any
 
 from reer_assets.core.ids import config_hash
-from reer_assets.lib.paths import asset_dir
+from reer_assets.lib.storage import asset_dir
 
 CODE_VERSION = "1"
 

@@ -7,28 +7,21 @@ from typing import Any, Iterable
 import dagster as dg
 import polars as pl
 
+from reer_assets.core.markdown import markdown_table
+
 
 def preview(frame: pl.DataFrame, columns: list[str], rows: int = 5, width: int = 80) -> dg.MetadataValue:
     """A markdown table of the first rows, long texts cut to ``width`` characters."""
     if frame.is_empty():
         return dg.MetadataValue.md("_no rows_")
     head = frame.select([c for c in columns if c in frame.columns]).head(rows)
-    lines = ["| " + " | ".join(head.columns) + " |", "|" + "---|" * len(head.columns)]
-    for row in head.iter_rows():
-        cells = []
-        for value in row:
-            text = ", ".join(map(str, value)) if isinstance(value, list) else ("" if value is None else str(value))
-            text = text.replace("\n", " ").replace("|", "\\|")
-            cells.append(text[:width] + ("…" if len(text) > width else ""))
-        lines.append("| " + " | ".join(cells) + " |")
-    return dg.MetadataValue.md("\n".join(lines))
+    return dg.MetadataValue.md(markdown_table(head.columns, head.iter_rows(), width))
 
 
 def counts_table(counts: dict[str, Any], key: str = "reason", value: str = "count") -> dg.MetadataValue:
     if not counts:
         return dg.MetadataValue.md("_none_")
-    lines = [f"| {key} | {value} |", "|---|---|"] + [f"| {k} | {v} |" for k, v in counts.items()]
-    return dg.MetadataValue.md("\n".join(lines))
+    return dg.MetadataValue.md(markdown_table([key, value], counts.items()))
 
 
 def histogram(values: Iterable[float | None], bins: list[float]) -> dg.MetadataValue:
@@ -42,10 +35,12 @@ def histogram(values: Iterable[float | None], bins: list[float]) -> dg.MetadataV
                 counts[i] += 1
                 break
     top = max(counts) if counts and max(counts) else 1
-    lines = ["| range | n | |", "|---|---|---|"]
-    for i, n in enumerate(counts):
-        lines.append(f"| {edges[i]:.2f}–{edges[i + 1]:.2f} | {n} | {'█' * round(20 * n / top)} |")
-    return dg.MetadataValue.md("\n".join(lines))
+    rows = [(f"{edges[i]:.2f}–{edges[i + 1]:.2f}", n, "█" * round(20 * n / top)) for i, n in enumerate(counts)]
+    return dg.MetadataValue.md(markdown_table(["range", "n", ""], rows))
+
+
+def md_table(headers: list[str], rows: Iterable) -> dg.MetadataValue:
+    return dg.MetadataValue.md(markdown_table(headers, rows))
 
 
 def reason_counts(frame: pl.DataFrame, column: str = "reject_reasons") -> dict[str, int]:

@@ -8,14 +8,17 @@ Chosen by REER_PROFILE or by each asset's ``profile`` config field.
 
 from __future__ import annotations
 
-import os
-from typing import Any
+from typing import Any, ClassVar, Optional
+
+import dagster as dg
+
+from reer_assets import settings
 
 PROFILES: dict[str, dict[str, Any]] = {
     "default": {
         "search": {"stop_thresh": 0.25, "max_step": 10, "num_expansion": 2, "temperature": 0.8, "top_p": 0.85,
-                   "top_k": 40, "max_tokens": 8000, "edit_max_tokens": None, "ban_foreign_tags": False},
-        "num_rollouts": 1,
+                   "top_k": 40, "max_tokens": 8000, "edit_max_tokens": None, "ban_foreign_tags": False,
+                   "num_rollouts": 1},
         "synthesis": {"temperature": 0.7, "top_p": 0.9, "top_k": 40, "max_tokens": 256},
         # the paper's recipe (core/training.py): full fine-tuning, lr 2e-5, 3 epochs, global batch 96
         "finetune": {"recipe": "paper"},
@@ -26,8 +29,8 @@ PROFILES: dict[str, dict[str, Any]] = {
         "search": {"stop_thresh": 0.25, "max_step": 3, "num_expansion": 2, "temperature": 0.8, "top_p": 0.85,
                    "top_k": 40, "max_tokens": 640, "edit_max_tokens": 320,
                    # the toy model's closed thinkings are short; the paper-scale floor of 100 drops most
-                   "min_rollout_tokens": 48, "ban_foreign_tags": True},
-        "num_rollouts": 2,
+                   "min_rollout_tokens": 48, "ban_foreign_tags": True,
+                   "num_rollouts": 2},
         "synthesis": {"temperature": 0.7, "top_p": 0.9, "top_k": 40, "max_tokens": 96},
         # the embedded recipe: a learning rate a 1M-parameter model moves with, no accumulation
         "finetune": {"recipe": "embedded", "epochs": 2},
@@ -39,8 +42,7 @@ PROFILES: dict[str, dict[str, Any]] = {
     "test": {
         "search": {"stop_thresh": 0.25, "max_step": 2, "num_expansion": 2, "temperature": 0.8, "top_p": 0.85,
                    "top_k": 40, "max_tokens": 480, "edit_max_tokens": 256, "min_rollout_tokens": 48,
-                   "ban_foreign_tags": True},
-        "num_rollouts": 1,
+                   "ban_foreign_tags": True, "num_rollouts": 1},
         "synthesis": {"temperature": 0.7, "top_p": 0.9, "top_k": 40, "max_tokens": 64},
         "finetune": {"recipe": "embedded", "epochs": 1},
         "benchmark": {"max_tokens": 64, "temperature": 0.7, "top_p": 0.9, "top_k": 40},
@@ -50,7 +52,7 @@ PROFILES: dict[str, dict[str, Any]] = {
 
 
 def profile_name(override: str | None = None) -> str:
-    name = override or os.environ.get("REER_PROFILE") or "default"
+    name = override or settings.profile_name() or "default"
     if name not in PROFILES:
         raise ValueError(f"unknown profile {name!r}: choose one of {', '.join(PROFILES)}")
     return name
@@ -58,3 +60,19 @@ def profile_name(override: str | None = None) -> str:
 
 def profile(override: str | None = None) -> dict[str, Any]:
     return PROFILES[profile_name(override)]
+
+
+class ProfiledConfig(dg.Config):
+    """A run config whose unset fields come from one section of the run profile.
+
+    A subclass names its ``section`` and declares the knobs a run may override (``Optional``, default
+    None); :meth:`resolved` is that section with every field that is set laid over it, plus the
+    fields the section does not have (a seed, a failure bound). One merge rule for every stage.
+    """
+
+    section: ClassVar[str]
+    profile: Optional[str] = None
+
+    def resolved(self) -> dict[str, Any]:
+        base = dict(profile(self.profile)[self.section])
+        return {**base, **{k: v for k, v in self.model_dump().items() if k != "profile" and v is not None}}

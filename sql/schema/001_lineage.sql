@@ -161,9 +161,11 @@ CREATE TABLE IF NOT EXISTS benchmark_results (
     heldout_nll_own_thinking DOUBLE,    -- ... given the model's own generated thinking
     output VARCHAR,
     run_id VARCHAR,
+    partition VARCHAR,
     recorded_at TIMESTAMP DEFAULT current_timestamp
 );
 ALTER TABLE benchmark_results ADD COLUMN IF NOT EXISTS heldout_nll_own_thinking DOUBLE;
+ALTER TABLE benchmark_results ADD COLUMN IF NOT EXISTS partition VARCHAR;
 
 CREATE OR REPLACE VIEW row_provenance AS
 SELECT

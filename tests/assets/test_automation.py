@@ -32,8 +32,8 @@ def test_inbox_sensor_requests_one_run_per_changed_domain(tmp_path, monkeypatch)
 
 
 def test_daily_schedule_requests_every_domain():
+    from reer_assets.core.ingest.domains import domain_names
     from reer_assets.defs.schedules import daily_ingest_refresh
-    from reer_assets.lib.domains import domain_names
 
     context = dg.build_schedule_context(scheduled_execution_time=__import__("datetime").datetime(2026, 11, 28, 3))
     requests = list(daily_ingest_refresh(context))

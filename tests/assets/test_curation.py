@@ -4,10 +4,12 @@ import json
 
 import polars as pl
 
-from reer_assets.core.filters import FilterConfig
 from reer_assets.core.chat_format import conversation
-from reer_assets.defs.curation.assets import DATASET_COLUMNS, filter_trajectories, keep_best_rollout, to_chat
-from reer_assets.workloads.search import TRAJECTORY_SCHEMA
+from reer_assets.core.curation import FilterConfig
+from reer_assets.core.schemas import TRAJECTORIES
+from reer_assets.defs.curation.assets import filter_trajectories, to_chat
+
+TRAJECTORY_SCHEMA = TRAJECTORIES.schema
 
 GOOD = ("Alright, the user wants a warm note for new neighbours, and I will keep it short and friendly. "
         "The reader is a family who just moved in, so I will mention the bakery and the park nearby.\n\n"
@@ -74,7 +76,7 @@ def test_not_empty_check_fails_when_every_row_is_rejected(tmp_path, monkeypatch)
     import dagster as dg
 
     from reer_assets.defs.curation.checks import filtered_dataset_not_empty
-    from reer_assets.lib.paths import asset_dir
+    from reer_assets.lib.storage import asset_dir
 
     monkeypatch.setenv("DAGSTER_HOME", str(tmp_path))
     rejected = filter_trajectories(pl.DataFrame([trajectory(4, "q4", "Write a toast.", status="rejected")],

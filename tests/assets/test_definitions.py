@@ -1,4 +1,4 @@
-"""The definitions load, and the graph has the shape DESIGN.md §1 describes."""
+"""The definitions load, and the graph has the shape the README draws."""
 
 import os
 import subprocess
@@ -18,8 +18,8 @@ def test_dagster_definitions_validate(tmp_path):
 
 
 def test_graph_shape_partitions_pools_and_checks():
+    from reer_assets.core.ingest.domains import domain_names
     from reer_assets.definitions import defs
-    from reer_assets.lib.domains import domain_names
 
     graph = defs.resolve_asset_graph()
     keys = {k.to_user_string() for k in graph.get_all_asset_keys()}

@@ -26,8 +26,8 @@ def graph(tmp_path_factory, embedded_path):
     saved = {k: os.environ.get(k) for k in ("DAGSTER_HOME", "REER_PROFILE", "REER_LINEAGE_DB")}
     os.environ.update({"DAGSTER_HOME": str(home), "REER_PROFILE": "test"})
     os.environ.pop("REER_LINEAGE_DB", None)
-    from reer_assets.defs.resources import default_resources
     from reer_assets.definitions import defs
+    from reer_assets.defs.resources import default_resources
 
     assets = {name: defs.get_assets_def(name) for name in ("raw_documents", "synthesized_queries", "refined_trajectories",
                                                            "filtered_dataset", "sft_dataset", "base_model",
@@ -60,7 +60,6 @@ def graph(tmp_path_factory, embedded_path):
 
 
 def metadata(result, asset):
-    import dagster as dg
 
     event = result.asset_materializations_for_node(asset)[0]
     return {k: (v.value if hasattr(v, "value") else v) for k, v in event.metadata.items()}
@@ -142,7 +141,7 @@ def test_finetuning_lowers_the_loss_on_its_training_rows(graph):
 
 
 def test_benchmark_scores_cover_both_models_and_all_domains(graph):
-    from reer_assets.core.bench_metrics import check_format, length_score
+    from reer_assets.core.evaluation.metrics import check_format, length_score
     from reer_assets.core.language import length_units
 
     frame = pl.read_parquet(graph["home"] / "reer/assets/benchmark_scores/__all__/results.parquet")

@@ -19,7 +19,7 @@ def main(steps: list[dict]) -> int:
 
     from reer_assets.definitions import defs
 
-    assets = {key.to_user_string(): a for a in defs.assets for key in a.keys}
+    assets = {key.to_user_string(): defs.get_assets_def(key) for key in defs.resolve_all_asset_keys()}
     with dg.DagsterInstance.get() as instance:
         for step in steps:
             names = step["select"].split(",")

@@ -19,8 +19,17 @@ import polars as pl
 import pytest
 
 from tests.reliability.conftest import (
-    REPO, asset_path, assert_ok, finish, instance_for, lineage, materialize_command, materializations, new_home,
-    run_env, start,
+    REPO,
+    assert_ok,
+    asset_path,
+    finish,
+    instance_for,
+    lineage,
+    materializations,
+    materialize_command,
+    new_home,
+    run_env,
+    start,
 )
 
 pytestmark = pytest.mark.slow

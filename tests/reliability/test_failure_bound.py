@@ -18,7 +18,14 @@ import polars as pl
 import pytest
 
 from tests.reliability.conftest import (
-    DOMAIN, TINY_ITEMS, asset_path, fault_server_env, instance_for, lineage, materializations, materialize,
+    DOMAIN,
+    TINY_ITEMS,
+    asset_path,
+    fault_server_env,
+    instance_for,
+    lineage,
+    materializations,
+    materialize,
 )
 from tests.support.fault_server import FaultServer
 
@@ -66,7 +73,7 @@ def all_failing(project, embedded_path):
 @pytest.fixture(scope="module")
 def mixed(project, embedded_path, queries):
     rules = [(q["marker"], "500") for q in queries[:2]]  # half the items: every generation fails
-    edit = '"content":"<analyze>'  # the assistant prefill of an edit request (initial ones only ban the tag)
+    edit = '<analyze>\\n"'  # how an edit request's assistant prefill ends, in the JSON body (initial ones only ban the tag)
     rules += [((queries[2]["marker"], edit), "no_refine", "empty"),  # step 1: no <refine> block; then empty edits
               (queries[3]["marker"], "empty")]  # an empty initial thinking
     return _run(project, embedded_path, "mixed", rules, {"max_failure_rate": 0.6})
@@ -131,7 +138,7 @@ def test_malformed_answers_become_skipped_candidates_and_rejects(mixed, queries)
     mine = candidates.filter(pl.col("trajectory_id") == row["id"])
     assert mine.height == 4 and mine["text"].is_null().all() and mine["score"].is_null().all()
     assert (mine["skipped_reason"] == "no_refine_block").all(), mine["skipped_reason"].to_list()
-    raws = [r.removeprefix("<analyze>\n") for r in mine["raw"].to_list()]  # the raw output keeps the prefill
+    raws = [r.split("<analyze>\n", 1)[1] for r in mine["raw"].to_list()]  # the raw output keeps the prefill
     assert sorted(raws) == ["", "", "I looked at the segment and found nothing to change.",
                             "I looked at the segment and found nothing to change."], raws
     assert not mine["accepted"].any()

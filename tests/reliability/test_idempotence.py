@@ -15,8 +15,17 @@ import polars as pl
 import pytest
 
 from tests.reliability.conftest import (
-    DOMAIN, asset_path, assert_driven_ok, drive, fault_server_env, lineage, materializations, new_home, run_env,
-    tiny_pieces, write_domains,
+    DOMAIN,
+    assert_driven_ok,
+    asset_path,
+    drive,
+    fault_server_env,
+    lineage,
+    materializations,
+    new_home,
+    run_env,
+    tiny_pieces,
+    write_domains,
 )
 from tests.support.fault_server import FaultServer
 

@@ -37,8 +37,18 @@ import polars as pl
 import pytest
 
 from tests.reliability.conftest import (
-    DOMAIN, asset_path, assert_ok, fault_server_env, finish, group_alive, instance_for, kill_group, lineage,
-    materialize_command, prepare_tiny_project, start,
+    DOMAIN,
+    assert_ok,
+    asset_path,
+    fault_server_env,
+    finish,
+    group_alive,
+    instance_for,
+    kill_group,
+    lineage,
+    materialize_command,
+    prepare_tiny_project,
+    start,
 )
 from tests.support.fault_server import FaultServer
 from tests.support.traces import SCORE_TOLERANCE, assert_same

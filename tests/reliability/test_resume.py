@@ -19,8 +19,19 @@ import polars as pl
 import pytest
 
 from tests.reliability.conftest import (
-    DOMAIN, TINY_ITEMS, asset_path, assert_ok, fault_server_env, finish, group_alive, instance_for, kill_group,
-    lineage, materializations, materialize_command, start,
+    DOMAIN,
+    TINY_ITEMS,
+    assert_ok,
+    asset_path,
+    fault_server_env,
+    finish,
+    group_alive,
+    instance_for,
+    kill_group,
+    lineage,
+    materializations,
+    materialize_command,
+    start,
 )
 from tests.support.fault_server import FaultServer
 

@@ -14,7 +14,13 @@ import polars as pl
 import pytest
 
 from tests.reliability.conftest import (
-    asset_path, assert_ok, fault_server_env, instance_for, lineage, lineage_tables, materialize,
+    assert_ok,
+    asset_path,
+    fault_server_env,
+    instance_for,
+    lineage,
+    lineage_tables,
+    materialize,
 )
 from tests.support.fault_server import FaultServer
 

@@ -1,6 +1,6 @@
 import pytest
 
-from reer_assets.core.bench_metrics import check_format, length_score
+from reer_assets.core.evaluation.metrics import check_format, length_score
 
 
 @pytest.mark.parametrize(

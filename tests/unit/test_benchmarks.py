@@ -12,8 +12,16 @@ from pathlib import Path
 import pytest
 
 from reer_assets.core.evaluation.benchmarks import (
-    hellobench_item_score, hellobench_summary, hellobench_task, load_benchmark, load_responses,
-    longbench_write_summary, quality_score, quality_score_longwriter_scale, summary, writingbench_summary,
+    hellobench_item_score,
+    hellobench_summary,
+    hellobench_task,
+    load_benchmark,
+    load_responses,
+    longbench_write_summary,
+    quality_score,
+    quality_score_longwriter_scale,
+    summary,
+    writingbench_summary,
 )
 from reer_assets.core.evaluation.judge import BANDS, QUALITY_DIMENSIONS
 

@@ -8,7 +8,7 @@ from __future__ import annotations
 import pytest
 
 from reer_assets.core.call_cache import CachingGenerator, CachingScorer, CallCache
-from reer_assets.core.search import ReerSearch, SearchConfig
+from reer_assets.core.refinement import ReerSearch, SearchConfig
 from tests.support.traces import assert_same
 from tests.unit.test_search import ScriptedGenerator, _thinking
 

@@ -3,7 +3,11 @@
 import pytest
 
 from reer_assets.core.chat_format import (
-    TemplateDropsReasoningError, answer_of, assistant_prefix, check_template_keeps_reasoning, conversation,
+    TemplateDropsReasoningError,
+    answer_of,
+    assistant_prefix,
+    check_template_keeps_reasoning,
+    conversation,
 )
 from reer_assets.core.objective import build_score_request
 from reer_assets.core.segment import segment

@@ -3,7 +3,12 @@
 import random
 
 from reer_assets.core.experiments import (
-    bootstrap_mean, paired_difference, random_edit_thinking, reading, strip_reflection, variant_thinking,
+    bootstrap_mean,
+    paired_difference,
+    random_edit_thinking,
+    reading,
+    strip_reflection,
+    variant_thinking,
 )
 from reer_assets.core.trace import Candidate, SearchTrace, Step
 

@@ -1,7 +1,7 @@
-"""Each filter of DESIGN.md §3 and the query QC, with their thresholds."""
+"""Each filter of docs/algorithm.md and the query QC, with their thresholds."""
 
-from reer_assets.core.filters import FilterConfig, NearDuplicateIndex, row_reasons, tail_cue_count, top3_trigram_share
-from reer_assets.core.query_qc import QueryQC, parse_synthesized, query_reasons
+from reer_assets.core.curation import FilterConfig, NearDuplicateIndex, row_reasons, tail_cue_count, top3_trigram_share
+from reer_assets.core.synthesis import QueryQC, parse_synthesized, query_reasons
 
 GOOD = ("Alright, the user wants a warm note for new neighbours, and I will keep it short and friendly. "
         "The reader is a family who just moved in, so I will mention the bakery and the park nearby.\n\n"
@@ -21,7 +21,7 @@ def test_good_row_passes():
 
 def test_unconcluded_thinking():
     tail = GOOD + " Hmm, wait, maybe not. Wait, alternatively, hmm."
-    assert tail_cue_count(tail, FilterConfig()) > 2
+    assert tail_cue_count(tail) > 2
     assert "unconcluded_thinking" in reasons(tail)
     assert "unconcluded_thinking" not in reasons(tail, max_tail_cues=10)
 
@@ -86,3 +86,22 @@ def test_query_qc():
     assert "query_contains_tags" in query_reasons("Write a note <refine>", text, "en")
     assert query_reasons("Write a short note about a bakery for neighbours.", text, "en") == []
     assert parse_synthesized("Write a note.\n\nextra<|im_end|>") == "Write a note."
+
+
+def test_a_filter_is_one_small_class_and_a_user_can_add_one():
+    from dataclasses import dataclass
+
+    from reer_assets.core.curation import Row, filters_from
+
+    @dataclass(frozen=True)
+    class MentionsTheReader:
+        name = "mentions_the_reader"
+
+        def reason_or_none(self, row: Row) -> str | None:
+            return None if "reader" in row.thinking else "no_reader"
+
+    filters = filters_from(FilterConfig()) + [MentionsTheReader()]
+    assert row_reasons("Write a welcome note for new neighbours.", GOOD, REF, OK_TRACE, filters) == []
+    assert row_reasons("Write a welcome note for new neighbours.", GOOD.replace("reader", "family"), REF, OK_TRACE,
+                       filters) == ["no_reader"]
+    assert {f.name for f in filters_from(FilterConfig(reject_malformed_tags=False))}.isdisjoint({"malformed_tags"})

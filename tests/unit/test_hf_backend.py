@@ -5,7 +5,7 @@ from __future__ import annotations
 import pytest
 
 from reer_assets.core.objective import build_score_request, clipped_nll
-from reer_assets.core.prompts import CHINESE, ENGLISH
+from reer_assets.core.prompts import ENGLISH
 from reer_assets.core.protocols import GenerationRequest, Sampling, ScoreRequest
 from reer_assets.core.segment import segment
 

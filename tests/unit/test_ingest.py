@@ -7,12 +7,8 @@ from pathlib import Path
 
 import pytest
 
-from reer_assets.core.cleaning import detect_language, normalize_text
-from reer_assets.core.protocols import Completion, Sampling
-from reer_assets.core.query_qc import QueryQC, query_reasons
-from reer_assets.core.query_synthesis import synthesize_query
-from reer_assets.lib.ingest import (
-    ROW_SCHEMA,
+from reer_assets.core.ingest.cleaning import detect_language, normalize_text
+from reer_assets.core.ingest.pipeline import (
     Cleaner,
     CleaningConfig,
     domain_sources,
@@ -21,8 +17,12 @@ from reer_assets.lib.ingest import (
     ingest_summary,
     public_record,
 )
-from reer_assets.lib.lineage import TABLE_COLUMNS
-from reer_assets.sources.common import SourceRecord
+from reer_assets.core.protocols import Completion, Sampling
+from reer_assets.core.schemas import DOCUMENTS
+from reer_assets.core.synthesis import QueryQC, query_reasons, synthesize_query
+
+ROW_SCHEMA = DOCUMENTS.schema
+from reer_assets.core.ingest.readers.common import SourceRecord
 
 FIXTURES = Path(__file__).resolve().parents[1] / "fixtures" / "sources"
 STORY = ("The harbour clock had stopped at twenty past four for as long as anyone could remember, and the town had "
@@ -81,7 +81,7 @@ def test_bounds_language_and_read_errors_are_reasons():
 
 def test_rows_fill_every_documents_lineage_column():
     row = cleaner().row(record(STORY, "L1", source_id="wp-1", meta={"tags": ["WP"]}, attribution="Someone"), "pairs")
-    assert set(TABLE_COLUMNS["documents"]) <= set(row) and set(row) == set(ROW_SCHEMA)
+    assert set(DOCUMENTS.lineage) <= set(row) and set(row) == set(ROW_SCHEMA)
     assert row["reader"] == "pairs" and row["source_id"] == "wp-1" and row["source_meta"] == '{"tags": ["WP"]}'
 
 

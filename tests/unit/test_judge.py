@@ -20,9 +20,29 @@ import pytest
 from reer_assets.backends.judge import JudgeNotConfigured, judge_spec, load_judge
 from reer_assets.core.call_cache import CallCache
 from reer_assets.core.evaluation.judge import (
-    PROMPT_VERSION, QUALITY_DIMENSIONS, Criterion, Judge, JudgeOutputError, JudgeReply, JudgeSampling, JudgeTask,
-    Judgment, checklist_task, combine_pair, compact_regex, extract_json_object, messages_for, pairwise_tasks,
-    parse_output, quality_task, rubric_tasks, schema_for, score_rows, strip_thinking, token_totals, win_rate,
+    PROMPT_VERSION,
+    QUALITY_DIMENSIONS,
+    Criterion,
+    Judge,
+    JudgeOutputError,
+    JudgeReply,
+    JudgeSampling,
+    JudgeTask,
+    Judgment,
+    checklist_task,
+    combine_pair,
+    compact_regex,
+    extract_json_object,
+    messages_for,
+    pairwise_tasks,
+    parse_output,
+    quality_task,
+    rubric_tasks,
+    schema_for,
+    score_rows,
+    strip_thinking,
+    token_totals,
+    win_rate,
 )
 from tests.support.fault_server import JUDGE_REASON, FaultServer
 

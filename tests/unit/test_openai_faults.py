@@ -12,8 +12,13 @@ import threading
 import polars as pl
 import pytest
 
+from reer_assets.backends.config import BackendSpec
 from reer_assets.backends.openai_compat import (
-    BackendCallError, ClientSettings, OpenAIClient, OpenAIGenerator, OpenAIScorer, ScorerConfigError,
+    BackendCallError,
+    OpenAIClient,
+    OpenAIGenerator,
+    OpenAIScorer,
+    ScorerConfigError,
 )
 from reer_assets.core.protocols import GenerationRequest, Sampling, ScoreRequest
 from tests.support.fault_server import FaultServer
@@ -31,7 +36,7 @@ def server():
 def _client(server, **kw) -> OpenAIClient:
     settings = dict(base_url=server.base_url, max_attempts=3, backoff_s=0.01, backoff_max_s=0.05, timeout_s=5.0)
     settings.update(kw)
-    return OpenAIClient(ClientSettings(**settings))
+    return OpenAIClient(BackendSpec(**{"backend": "openai", **settings}))
 
 
 def _request(marker: str = "plain", n: int = 1) -> GenerationRequest:
@@ -114,7 +119,7 @@ def test_scorer_reads_prompt_logprobs_of_the_continuation_only(server, embedded_
 
 
 def test_search_records_a_failed_item_and_keeps_the_others(server, embedded_path, tmp_path, monkeypatch):
-    from reer_assets.workloads import search as workload
+    from reer_assets.workloads import refinement as workload
 
     server.on("ITEM-DOWN", "500")
     server.on("ITEM-FLAKY", "429", "ok")
@@ -131,10 +136,11 @@ def test_search_records_a_failed_item_and_keeps_the_others(server, embedded_path
         for i, marker in enumerate(["ITEM-OK", "ITEM-DOWN", "ITEM-FLAKY"])
     ])
     queries.write_parquet(tmp_path / "queries.parquet")
-    extras = {"queries": str(tmp_path / "queries.parquet"), "out_dir": str(tmp_path / "out"),
+    outputs = {name: str(tmp_path / "out" / f"{name}.parquet") for name in ("trajectories", "search_steps", "candidates")}
+    extras = {"queries": str(tmp_path / "queries.parquet"), "outputs": outputs,
               "work": str(tmp_path / "work"), "config_hash": "h", "generator_id": "openai:g", "scorer_id": "openai:s",
-              "config": {"search": {"max_step": 1, "num_expansion": 2, "stop_thresh": 0.0, "max_tokens": 64},
-                         "seed": 0, "num_rollouts": 1}}
+              "config": {"search": {"max_step": 1, "num_expansion": 2, "stop_thresh": 0.0, "max_tokens": 64,
+                                    "num_rollouts": 1}, "seed": 0}}
     summary = workload.run(extras, lambda message: None)
     assert summary["failed"] == 1 and summary["made"] == 2
     rows = {r["query_id"]: r for r in pl.read_parquet(tmp_path / "out/trajectories.parquet").iter_rows(named=True)}

@@ -7,7 +7,12 @@ import json
 import pytest
 
 from reer_assets.core.scorer_control import (
-    ControlItem, bundled_items, control_thinkings, outline_items, outline_thinking, run_control,
+    ControlItem,
+    bundled_items,
+    control_thinkings,
+    outline_items,
+    outline_thinking,
+    run_control,
 )
 
 pytestmark = pytest.mark.model

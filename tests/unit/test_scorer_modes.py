@@ -11,7 +11,6 @@ import pytest
 
 from reer_assets import data
 from reer_assets.core.objective import build_score_request
-from reer_assets.core.prompts import prompts_for
 from reer_assets.core.protocols import ScoreRequest
 from reer_assets.core.segment import segment
 
@@ -158,7 +157,7 @@ def test_mode_switch_and_the_older_span_only_flag(embedded_loaded):
 def test_scoring_bench_runs_and_ends_with_the_speedup_line(capsys):
     import re
 
-    from reer_assets.bench.scoring import build_cases, main
+    from reer_assets.perf.scoring import build_cases, main
 
     cases = build_cases(n_items=3, n_candidates=4)
     assert [c.language for c in cases] == ["en", "en", "zh"]

@@ -8,7 +8,7 @@ import json
 import pytest
 
 from reer_assets.core.protocols import Completion, GenerationRequest
-from reer_assets.core.search import ReerSearch, SearchConfig, SearchItem
+from reer_assets.core.refinement import ReerSearch, SearchConfig, SearchItem
 from reer_assets.core.trace import SearchTrace
 
 # the switches the test profile turns on for the embedded model (docs/algorithm.md)
@@ -192,8 +192,8 @@ def test_chinese_query_uses_chinese_prompts_and_openers():
 
 
 def test_opener_distribution_follows_weights():
-    from collections import Counter
     import random
+    from collections import Counter
 
     from reer_assets.core.prompts import ENGLISH
 

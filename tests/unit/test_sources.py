@@ -11,7 +11,7 @@ from pathlib import Path
 import polars as pl
 import pytest
 
-from reer_assets.sources import book, common, generic, inbox, pairs, reer
+from reer_assets.core.ingest.readers import book, common, generic, inbox, pairs, reer
 
 FIXTURES = Path(__file__).resolve().parents[1] / "fixtures" / "sources"
 

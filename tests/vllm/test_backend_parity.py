@@ -12,7 +12,7 @@ from reer_assets import data
 from reer_assets.core.objective import build_score_request, score_of
 from reer_assets.core.prompts import prompts_for
 from reer_assets.core.protocols import GenerationRequest, Sampling
-from reer_assets.core.search import INITIAL_BANNED_TAGS, THINK_PREFILL
+from reer_assets.core.refinement import INITIAL_BANNED_TAGS, THINK_PREFILL
 from reer_assets.core.segment import segment
 
 pytestmark = [pytest.mark.model, pytest.mark.vllm, pytest.mark.slow]
@@ -37,10 +37,11 @@ def _contexts():
 
 @pytest.fixture(scope="module")
 def scorers(embedded_scorer, vllm_engine, vllm_server, embedded_path):
-    from reer_assets.backends.openai_compat import ClientSettings, OpenAIClient, OpenAIScorer
+    from reer_assets.backends.config import BackendSpec
+    from reer_assets.backends.openai_compat import OpenAIClient, OpenAIScorer
     from reer_assets.backends.vllm_engine import VLLMScorer
 
-    client = OpenAIClient(ClientSettings(base_url=vllm_server.base_url, tokenizer=str(embedded_path)))
+    client = OpenAIClient(BackendSpec(backend="openai", base_url=vllm_server.base_url, tokenizer=str(embedded_path)))
     return {"hf": embedded_scorer, "vllm": VLLMScorer(vllm_engine, "vllm"), "openai": OpenAIScorer(client, "openai")}
 
 
@@ -88,10 +89,11 @@ def test_vllm_generator_samples_n_reproducibly_without_banned_tags(vllm_engine):
 
 
 def test_openai_generator_continues_the_prefill(vllm_server, embedded_path):
-    from reer_assets.backends.openai_compat import ClientSettings, OpenAIClient, OpenAIGenerator
+    from reer_assets.backends.config import BackendSpec
+    from reer_assets.backends.openai_compat import OpenAIClient, OpenAIGenerator
 
     for mode in ("chat", "completions"):
-        client = OpenAIClient(ClientSettings(base_url=vllm_server.base_url, prefill_mode=mode, tokenizer=str(embedded_path)))
+        client = OpenAIClient(BackendSpec(backend="openai", base_url=vllm_server.base_url, prefill_mode=mode, tokenizer=str(embedded_path)))
         completions = OpenAIGenerator(client, "openai").generate([_thinking_request()])[0]
         assert len(completions) == 2, mode
         for completion in completions:
@@ -103,7 +105,7 @@ def test_openai_generator_continues_the_prefill(vllm_server, embedded_path):
 def test_same_seed_same_trajectory_with_every_scorer(scorers, embedded_loaded, bundled_item):
     """The search's choices depend only on score order, so every scorer variant picks the same path."""
     from reer_assets.backends.hf import HFScorer
-    from reer_assets.core.search import ReerSearch, SearchConfig
+    from reer_assets.core.refinement import ReerSearch, SearchConfig
     from tests.unit.test_search import ScriptedGenerator, _thinking
 
     edits = ["<analyze>\nVague.\n</analyze>\n<refine>\nI open on the lighthouse keeper's logbook and its empty pages.\n</refine>",

@@ -28,10 +28,10 @@ def openai_run(vllm_server, embedded_path, tmp_path_factory):
     os.environ.update(env)
     os.environ.pop("REER_LINEAGE_DB", None)
     try:
-        from reer_assets.defs.resources import default_resources
         from reer_assets.definitions import defs
+        from reer_assets.defs.resources import default_resources
 
-        assets = {key.to_user_string(): a for a in defs.assets for key in a.keys}
+        assets = {key.to_user_string(): defs.get_assets_def(key) for key in defs.resolve_all_asset_keys()}
         resources = default_resources()
         instance = dg.DagsterInstance.ephemeral()
         results = {name: dg.materialize([assets[name]], partition_key=DOMAIN, resources=resources, instance=instance)

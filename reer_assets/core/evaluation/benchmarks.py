@@ -32,7 +32,7 @@ Aggregations
   ``overall`` the mean of all criterion scores; per ``domain1`` and per ``domain2`` the mean of item
   scores; optionally the requirement subsets (style / format / length): R = mean item score of the
   subset's items, C = mean of the subset's named criteria.
-* LongBench-Write: S_l per item = :func:`~reer_assets.core.bench_metrics.length_score` of the answer's
+* LongBench-Write: S_l per item = :func:`~reer_assets.core.evaluation.metrics.length_score` of the answer's
   length; S_q per item = 20 × the mean of the six 1-5 quality scores (so 20-100); S = (S_l + S_q) / 2.
 * HelloBench: an item's score is the weighted mean of its checklist scores (each 0, 0.25, … 1) × 100;
   weights per category come from the item (``weights``), a weights map, or are equal (recorded).
@@ -48,8 +48,8 @@ import statistics
 from pathlib import Path
 from typing import Any, Iterable, Mapping, Sequence
 
-from reer_assets.core.bench_metrics import length_score
 from reer_assets.core.evaluation.judge import BANDS, QUALITY_DIMENSIONS, QUALITY_RANGE, strip_thinking
+from reer_assets.core.evaluation.metrics import length_score
 from reer_assets.core.experiments import bootstrap_mean
 from reer_assets.core.language import length_units, prompt_language
 

@@ -7,31 +7,26 @@ from typing import Optional
 import dagster as dg
 import polars as pl
 
-from reer_assets.core.filters import FilterConfig, NearDuplicateIndex, row_reasons
-from reer_assets.core.ids import config_hash, stable_id
 from reer_assets.core.chat_format import conversation
+from reer_assets.core.curation import FilterConfig, NearDuplicateIndex, row_reasons
+from reer_assets.core.ids import config_hash, stable_id
+from reer_assets.core.ingest.domains import domain_names
+from reer_assets.core.schemas import DATASET_ROWS
 from reer_assets.defs.partitions import domain_partitions
 from reer_assets.defs.resources import LineageResource
-from reer_assets.lib import fingerprints
+from reer_assets.defs.stage import run_stage, upstream
+from reer_assets.lib import fingerprints, storage
 from reer_assets.lib.dataset_card import render_card
-from reer_assets.lib.domains import domain_names
-from reer_assets.lib.lineage import stamp
 from reer_assets.lib.metadata import counts_table, mean, preview, reason_counts
-from reer_assets.lib.paths import asset_dir, dataset_dir
-from reer_assets.lib.profiles import profile
+from reer_assets.lib.profiles import ProfiledConfig
 
-DATASET_COLUMNS = {
-    "id": pl.String, "trajectory_id": pl.String, "query_id": pl.String, "document_id": pl.String,
-    "domain": pl.String, "query": pl.String, "thinking": pl.String, "reference": pl.String,
-    "initial_score": pl.Float64, "final_score": pl.Float64, "status": pl.String,
-    "reject_reasons": pl.List(pl.String), "config_hash": pl.String,
-}
+DATASET_COLUMNS = DATASET_ROWS.schema
 
 
-class FilterRunConfig(dg.Config):
-    """Filter thresholds; unset fields come from the profile's ``filters`` (then FilterConfig defaults)."""
+class FilterRunConfig(ProfiledConfig):
+    """Filter thresholds; unset fields come from the profile's ``filters`` section (then FilterConfig defaults)."""
 
-    profile: Optional[str] = None
+    section = "filters"
     max_tail_cues: Optional[int] = None
     max_top3_trigram_share: Optional[float] = None
     min_thinking_units: Optional[int] = None
@@ -43,8 +38,7 @@ class FilterRunConfig(dg.Config):
     require_improvement: Optional[bool] = None
 
     def filter_config(self) -> FilterConfig:
-        overrides = {k: v for k, v in self.model_dump().items() if k != "profile" and v is not None}
-        return FilterConfig(**{**profile(self.profile).get("filters", {}), **overrides})
+        return FilterConfig(**self.resolved())
 
 
 def filter_trajectories(trajectories: pl.DataFrame, config: FilterConfig, cfg_hash: str) -> pl.DataFrame:
@@ -67,7 +61,7 @@ def filter_trajectories(trajectories: pl.DataFrame, config: FilterConfig, cfg_ha
             "reference": t["reference"], "initial_score": t["initial_score"], "final_score": t["final_score"],
             "status": "rejected" if reasons else "accepted", "reject_reasons": reasons, "config_hash": cfg_hash,
         })
-    return keep_best_rollout(pl.DataFrame(rows, schema=DATASET_COLUMNS))
+    return keep_best_rollout(DATASET_ROWS.frame(rows))
 
 
 def keep_best_rollout(frame: pl.DataFrame) -> pl.DataFrame:
@@ -92,7 +86,7 @@ def keep_best_rollout(frame: pl.DataFrame) -> pl.DataFrame:
     kinds={"polars", "duckdb"},
 )
 def filtered_dataset(context: dg.AssetExecutionContext, config: FilterRunConfig, lineage: LineageResource) -> dg.MaterializeResult:
-    """Refined trajectories after the quality filters of DESIGN.md §3: unconcluded thinking,
+    """Refined trajectories after the quality filters of docs/algorithm.md: unconcluded thinking,
     trigram repetition, length bounds, copying the reference, malformed tags, language mismatch,
     near-duplicate query or reference (MinHash), and optionally a score bound or no improvement.
 
@@ -103,35 +97,27 @@ def filtered_dataset(context: dg.AssetExecutionContext, config: FilterRunConfig,
     domain = context.partition_key
     filters = config.filter_config()
     cfg_hash = config_hash(filters.to_dict())
-    fingerprint = fingerprints.compute("filtered_dataset", fingerprints.upstream("refined_trajectories", domain), cfg_hash)
-    out = asset_dir("filtered_dataset", domain) / "dataset.parquet"
-    reused = fingerprints.is_current("filtered_dataset", domain, fingerprint, [out])
-    if reused:
-        frame = pl.read_parquet(out)
-    else:
-        trajectories = pl.read_parquet(asset_dir("refined_trajectories", domain) / "trajectories.parquet")
-        frame = filter_trajectories(trajectories, filters, cfg_hash)
-        out.parent.mkdir(parents=True, exist_ok=True)
-        frame.write_parquet(out)
-        lineage.write({"dataset_rows": stamp("dataset_rows", frame, context.run.run_id, domain)})
+
+    def curate(paths):
+        frame = filter_trajectories(storage.read_output("refined_trajectories", "trajectories", domain), filters, cfg_hash)
+        frame.write_parquet(paths["dataset"])
+        accepted = int((frame["status"] == "accepted").sum())
+        return {"trajectories": frame.height, "accepted": accepted, "rejected": frame.height - accepted,
+                "filters": filters.to_dict()}
+
+    run = run_stage(context, "filtered_dataset", (upstream("refined_trajectories", domain), cfg_hash), curate,
+                    lineage=lineage, tables={"dataset_rows": "dataset"})
+    frame = run.read("dataset")
     accepted = frame.filter(pl.col("status") == "accepted")
-    funnel = {"trajectories": frame.height, "accepted": accepted.height, "rejected": frame.height - accepted.height}
-    fingerprints.save("filtered_dataset", domain, fingerprint, {**funnel, "filters": filters.to_dict()})
-    context.log.info(f"[{domain}] filter funnel {funnel}")
-    return dg.MaterializeResult(
-        metadata={
-            "dagster/row_count": frame.height,
-            "accepted": accepted.height,
-            "rejected": frame.height - accepted.height,
-            "reused": reused,
-            "reject_reasons": counts_table(reason_counts(frame)),
-            "mean_final_score_accepted": mean(accepted, "final_score"),
-            "filter_config": filters.to_dict(),
-            "preview": preview(frame, ["document_id", "status", "reject_reasons", "final_score", "thinking"]),
-            "path": dg.MetadataValue.path(str(out)),
-        },
-        data_version=dg.DataVersion(fingerprint),
-    )
+    context.log.info(f"[{domain}] filter funnel: {frame.height} trajectories, {accepted.height} accepted")
+    return run.result(frame.height, {
+        "accepted": accepted.height,
+        "rejected": frame.height - accepted.height,
+        "reject_reasons": counts_table(reason_counts(frame)),
+        "mean_final_score_accepted": mean(accepted, "final_score"),
+        "filter_config": filters.to_dict(),
+        "preview": preview(frame, ["document_id", "status", "reject_reasons", "final_score", "thinking"]),
+    })
 
 
 def to_chat(frame: pl.DataFrame) -> pl.DataFrame:
@@ -160,44 +146,42 @@ def sft_dataset(context: dg.AssetExecutionContext, lineage: LineageResource) -> 
     hash of its rows under ``reer/datasets/sft/<version>/``; lineage tables ``datasets`` and
     ``dataset_members``.
     """
-    domains = [d for d in domain_names() if (asset_dir("filtered_dataset", d) / "dataset.parquet").exists()]
+    domains = [d for d in domain_names() if storage.output_path("filtered_dataset", "dataset", d).exists()]
     if not domains:
         raise dg.Failure("no filtered_dataset partition has been materialised yet")
-    parts = [pl.read_parquet(asset_dir("filtered_dataset", d) / "dataset.parquet") for d in domains]
-    full = pl.concat(parts)
+    full = pl.concat([storage.read_output("filtered_dataset", "dataset", d) for d in domains])
     accepted = full.filter(pl.col("status") == "accepted").sort("id")
     version = stable_id("sft", accepted["id"].to_list())
-    fingerprint = fingerprints.compute("sft_dataset", [fingerprints.upstream("filtered_dataset", d) for d in domains])
-    folder = dataset_dir("sft", version)
+    folder = storage.dataset_dir("sft", version)
     chat = to_chat(accepted)
-    folder.mkdir(parents=True, exist_ok=True)
-    chat.write_parquet(folder / "train.parquet")
-    chat.write_ndjson(folder / "train.jsonl")
-    filter_settings = {d: (fingerprints.stored("filtered_dataset", d) or {}).get("summary", {}).get("filters") for d in domains}
+    filter_settings = {d: (fingerprints.stored("filtered_dataset", d) or {}).get("summary", {}).get("filters")
+                       for d in domains}
     card = render_card(version, full, accepted, filter_settings)
-    (folder / "README.md").write_text(card, encoding="utf-8")
-    latest = asset_dir("sft_dataset", None)
-    latest.mkdir(parents=True, exist_ok=True)
-    (latest / "current.json").write_text(json.dumps({"version": version, "path": str(folder), "rows": chat.height}))
-    lineage.write({
-        "datasets": pl.DataFrame([{
-            "id": version, "name": "sft", "row_count": chat.height, "parquet_path": str(folder / "train.parquet"),
-            "jsonl_path": str(folder / "train.jsonl"), "card_path": str(folder / "README.md"), "run_id": context.run.run_id,
-        }]),
-        "dataset_members": pl.DataFrame({"dataset_id": [version] * chat.height, "dataset_row_id": chat["id"].to_list()},
-                                        schema={"dataset_id": pl.String, "dataset_row_id": pl.String}),
-    })
-    fingerprints.save("sft_dataset", None, fingerprint, {"version": version, "rows": chat.height})
+
+    def publish(paths):
+        folder.mkdir(parents=True, exist_ok=True)
+        chat.write_parquet(folder / "train.parquet")
+        chat.write_ndjson(folder / "train.jsonl")
+        (folder / "README.md").write_text(card, encoding="utf-8")
+        storage.write_pointer("sft_dataset", {"version": version, "path": str(folder), "rows": chat.height})
+        lineage.write({
+            "datasets": pl.DataFrame([{
+                "id": version, "name": "sft", "row_count": chat.height, "parquet_path": str(folder / "train.parquet"),
+                "jsonl_path": str(folder / "train.jsonl"), "card_path": str(folder / "README.md"),
+                "run_id": context.run.run_id,
+            }]),
+            "dataset_members": pl.DataFrame({"dataset_id": [version] * chat.height, "dataset_row_id": chat["id"].to_list()},
+                                            schema={"dataset_id": pl.String, "dataset_row_id": pl.String}),
+        })
+        return {"version": version, "rows": chat.height}
+
+    run = run_stage(context, "sft_dataset", ([upstream("filtered_dataset", d) for d in domains],), publish)
     per_domain = dict(accepted.group_by("domain").len().sort("domain").iter_rows())
     context.log.info(f"sft_dataset {version}: {chat.height} rows from {len(domains)} domains")
-    return dg.MaterializeResult(
-        metadata={
-            "dagster/row_count": chat.height,
-            "version": version,
-            "domains": counts_table(per_domain, "domain", "rows"),
-            "mean_final_score": mean(accepted, "final_score"),
-            "card": dg.MetadataValue.md(card),
-            "path": dg.MetadataValue.path(str(folder)),
-        },
-        data_version=dg.DataVersion(fingerprint),
-    )
+    return run.result(chat.height, {
+        "version": version,
+        "domains": counts_table(per_domain, "domain", "rows"),
+        "mean_final_score": mean(accepted, "final_score"),
+        "card": dg.MetadataValue.md(card),
+        "dataset_path": dg.MetadataValue.path(str(folder)),
+    })

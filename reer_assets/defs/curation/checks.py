@@ -4,16 +4,16 @@
 import dagster as dg
 import polars as pl
 
+from reer_assets.core.ingest.domains import domain_names
 from reer_assets.defs.curation.assets import DATASET_COLUMNS
-from reer_assets.lib.domains import domain_names
-from reer_assets.lib.paths import asset_dir
+from reer_assets.lib.storage import output_path
 
 
 def _frames(context: dg.AssetCheckExecutionContext) -> dict[str, pl.DataFrame]:
     """The partition this run materialised, or every materialised partition when run on its own."""
     op = context.op_execution_context
     keys = [op.partition_key] if op.has_partition_key else domain_names()
-    paths = {k: asset_dir("filtered_dataset", k) / "dataset.parquet" for k in keys}
+    paths = {k: output_path("filtered_dataset", "dataset", k) for k in keys}
     return {k: pl.read_parquet(p) for k, p in paths.items() if p.exists()}
 
 

@@ -6,17 +6,19 @@ from typing import Optional
 import dagster as dg
 import polars as pl
 
-from reer_assets.defs.resources import LineageResource
-from reer_assets.defs.training.assets import read_pointer
-from reer_assets.defs.workload_runner import run_workload
-from reer_assets.lib import fingerprints
-from reer_assets.lib.paths import asset_dir
-from reer_assets.lib.profiles import profile
+from reer_assets.defs.resources import LineageResource, WorkloadRunner
+from reer_assets.defs.stage import run_stage
+from reer_assets.defs.training.assets import pointer
+from reer_assets.lib.metadata import md_table
+from reer_assets.lib.profiles import ProfiledConfig
 
 
-class BenchmarkConfig(dg.Config):
-    profile: Optional[str] = None
+class BenchmarkConfig(ProfiledConfig):
+    """Generation settings for the benchmarks; unset fields come from the profile's ``benchmark`` section."""
+
+    section = "benchmark"
     max_tokens: Optional[int] = None
+    prompts_per_domain: Optional[int] = None  # a quick run: the first N bundled prompts of each domain
     seed: int = 0
 
 
@@ -32,57 +34,36 @@ def summary_table(frame: pl.DataFrame) -> pl.DataFrame:
     return pl.concat([per_domain, overall.select(per_domain.columns)]).sort("model_label", "domain")
 
 
-def markdown(frame: pl.DataFrame) -> str:
-    lines = ["| " + " | ".join(frame.columns) + " |", "|" + "---|" * len(frame.columns)]
-    lines += ["| " + " | ".join("" if v is None else str(v) for v in row) + " |" for row in frame.iter_rows()]
-    return "\n".join(lines)
-
-
 @dg.asset(deps=["base_model", "finetuned_checkpoint"], group_name="evaluation", pool="gpu", kinds={"pytorch", "duckdb"})
 def benchmark_scores(
-    context: dg.AssetExecutionContext, config: BenchmarkConfig, lineage: LineageResource, pipes: dg.PipesSubprocessClient
+    context: dg.AssetExecutionContext, config: BenchmarkConfig, lineage: LineageResource, runner: WorkloadRunner
 ) -> dg.MaterializeResult:
     """Base and fine-tuned model on the bundled benchmark prompts (5+ per domain, each with a
     required length): LongBench-Write length score, format adherence (one closed think block free of
     other tags, then an answer), and each model's clipped NLL of the held-out reference answers given
     no thinking and given its own generated thinking, all in the one inference format. Per-domain
-    breakdown in the metadata. Runs out of process (workload ``benchmark``). Unpartitioned; lineage
+    breakdown in the metadata. Runs out of process (workload ``evaluation``). Unpartitioned; lineage
     table ``benchmark_results``. Never auto-materialised.
     """
-    base, tuned = read_pointer("base_model"), read_pointer("finetuned_checkpoint")
-    settings = dict(profile(config.profile)["benchmark"])
-    if config.max_tokens is not None:
-        settings["max_tokens"] = config.max_tokens
-    settings["seed"] = config.seed
+    base, tuned = pointer("base_model"), pointer("finetuned_checkpoint")
+    settings = config.resolved()
     models = [
         {"label": "base", "path": base["path"], "model_id": base["model_id"], "checkpoint_id": None},
         {"label": "finetuned", "path": tuned["path"], "model_id": tuned["checkpoint_id"], "checkpoint_id": tuned["checkpoint_id"]},
     ]
-    fingerprint = fingerprints.compute("benchmark_scores", models, settings)
-    out = asset_dir("benchmark_scores", None) / "results.parquet"
-    reused = fingerprints.is_current("benchmark_scores", None, fingerprint, [out])
-    if not reused:
-        run_workload(context, pipes, "benchmark", {
-            "models": models, "prompts": None, "out": str(out), "config": settings,
+
+    def evaluate(paths):
+        return runner.run(context, "evaluation", {
+            "models": models, "prompts": None, "out": str(paths["results"]), "config": settings,
         }, env={})
-    frame = pl.read_parquet(out)
-    if not reused:
-        lineage.write({"benchmark_results": frame.with_columns(pl.lit(context.run.run_id).alias("run_id"))})
+
+    run = run_stage(context, "benchmark_scores", (models, settings), evaluate, lineage=lineage,
+                    tables={"benchmark_results": "results"})
+    frame = run.read("results")
     table = summary_table(frame)
     overall = {row["model_label"]: row for row in table.filter(pl.col("domain") == "all").iter_rows(named=True)}
-    fingerprints.save("benchmark_scores", None, fingerprint, {"rows": frame.height})
-    return dg.MaterializeResult(
-        metadata={
-            "dagster/row_count": frame.height,
-            "summary": dg.MetadataValue.md(markdown(table)),
-            "base_length_score": overall.get("base", {}).get("length_score"),
-            "finetuned_length_score": overall.get("finetuned", {}).get("length_score"),
-            "base_format_rate": overall.get("base", {}).get("format_rate"),
-            "finetuned_format_rate": overall.get("finetuned", {}).get("format_rate"),
-            "base_heldout_nll": overall.get("base", {}).get("heldout_nll"),
-            "finetuned_heldout_nll": overall.get("finetuned", {}).get("heldout_nll"),
-            "reused": reused,
-            "path": dg.MetadataValue.path(str(out)),
-        },
-        data_version=dg.DataVersion(fingerprint),
-    )
+    return run.result(frame.height, {
+        "summary": md_table(table.columns, table.rows()),
+        **{f"{label}_{metric}": overall.get(label, {}).get(metric) for label in ("base", "finetuned")
+           for metric in ("length_score", "format_rate", "heldout_nll", "heldout_nll_own_thinking")},
+    })

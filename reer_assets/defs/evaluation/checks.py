@@ -4,12 +4,12 @@
 import dagster as dg
 import polars as pl
 
-from reer_assets.lib.paths import asset_dir
+from reer_assets.lib.storage import output_path
 
 
 @dg.asset_check(asset="benchmark_scores", description="Fine-tuned held-out NLL is not worse than the base model's.")
 def finetuned_nll_not_worse(context: dg.AssetCheckExecutionContext) -> dg.AssetCheckResult:
-    path = asset_dir("benchmark_scores", None) / "results.parquet"
+    path = output_path("benchmark_scores", "results")
     if not path.exists():
         return dg.AssetCheckResult(passed=False, severity=dg.AssetCheckSeverity.WARN, metadata={"reason": "no results yet"})
     means = dict(pl.read_parquet(path).group_by("model_label").agg(pl.col("heldout_nll").mean()).iter_rows())

@@ -17,17 +17,18 @@ from typing import Any, Callable, Iterable, Iterator
 
 import polars as pl
 
-from reer_assets.core.cleaning import detect_language, document_reasons, normalize_text, text_hash
-from reer_assets.core.filters import NearDuplicateIndex
+from reer_assets.core.curation import NearDuplicateIndex
 from reer_assets.core.ids import stable_id
-from reer_assets.lib.domains import domains_file
-from reer_assets.sources.book import read_book
-from reer_assets.sources.bundled import read_bundled
-from reer_assets.sources.common import SourceRecord
-from reer_assets.sources.generic import read_generic
-from reer_assets.sources.inbox import read_inbox
-from reer_assets.sources.pairs import read_pairs
-from reer_assets.sources.reer import read_reer
+from reer_assets.core.ingest.cleaning import detect_language, document_reasons, normalize_text, text_hash
+from reer_assets.core.ingest.domains import domains_file
+from reer_assets.core.ingest.readers.book import read_book
+from reer_assets.core.ingest.readers.bundled import read_bundled
+from reer_assets.core.ingest.readers.common import SourceRecord
+from reer_assets.core.ingest.readers.generic import read_generic
+from reer_assets.core.ingest.readers.inbox import read_inbox
+from reer_assets.core.ingest.readers.pairs import read_pairs
+from reer_assets.core.ingest.readers.reer import read_reer
+from reer_assets.core.schemas import DOCUMENTS
 
 __all__ = ["READERS", "CleaningConfig", "Cleaner", "SourceRecord", "ingest_domain", "ingest_path", "ingest_source",
            "ingest_summary", "public_record"]
@@ -42,12 +43,6 @@ READERS: dict[str, Reader] = {
     "generic": read_generic,
 }
 
-ROW_SCHEMA = {
-    "id": pl.String, "domain": pl.String, "reader": pl.String, "source_uri": pl.String, "source_id": pl.String,
-    "language": pl.String, "title": pl.String, "text": pl.String, "text_hash": pl.String,
-    "given_request": pl.String, "license": pl.String, "attribution": pl.String, "source_meta": pl.String,
-    "status": pl.String, "reject_reasons": pl.List(pl.String), "duplicate_of": pl.String, "config_hash": pl.String,
-}
 
 
 @dataclass(frozen=True)
@@ -160,7 +155,7 @@ def ingest_domain(domain: str, spec: dict[str, Any], config: CleaningConfig, cfg
     cleaner = Cleaner(domain, config, allowed, cfg_hash)
     rows = [row for source in domain_sources(domain, spec)
             for row in ingest_source(source["reader"], {k: v for k, v in source.items() if k != "reader"}, cleaner)]
-    return pl.DataFrame(rows, schema=ROW_SCHEMA)
+    return DOCUMENTS.frame(rows)
 
 
 def ingest_summary(rows: Iterable[dict[str, Any]]) -> dict[str, Any]:
@@ -185,7 +180,7 @@ def ingest_path(reader: str, path: str, domain: str, options: dict[str, Any]) ->
     ``languages``); a domain named in domains.yaml brings its allow-list and ``cleaning:`` block.
     """
     from reer_assets.core.ids import config_hash
-    from reer_assets.lib.domains import load_domains
+    from reer_assets.core.ingest.domains import load_domains
 
     try:
         spec = load_domains().get(domain) or {}

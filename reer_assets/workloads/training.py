@@ -1,7 +1,8 @@
-"""Workload: fine-tune the base model on sft_dataset with TRL and save a loadable checkpoint.
+"""Workload of the training stage: build the embedded base model, or fine-tune a base model with TRL.
 
-extras: base_model (path), dataset (Parquet with ``messages``), out_dir, recipe {name, overrides...},
-general_data (optional Parquet/JSONL of chat rows to mix in), mix_ratio.
+extras, task ``base_model``: nothing else; builds (or reuses) the embedded default model and reports it.
+extras, task ``finetune``: base_model (path), dataset (Parquet with ``messages``), out_dir,
+recipe {name, overrides...}, general_data (optional Parquet/JSONL of chat rows to mix in), mix_ratio.
 """
 
 from __future__ import annotations
@@ -21,7 +22,25 @@ def read_chat_rows(path: str) -> list[list[dict[str, str]]]:
     return frame["messages"].to_list()
 
 
+def build_base_model(log: Log) -> dict:
+    import json
+
+    from reer_assets.backends.embedded import ensure_embedded_model
+
+    path = ensure_embedded_model(log=log)
+    report = json.loads((path / "build.json").read_text())
+    return {"path": str(path), "key": report["key"], "parameters": report["parameters"],
+            "final_loss": report["final_loss"], "train_seconds": report["train_seconds"]}
+
+
 def run(extras: Extras, log: Log) -> dict:
+    if extras.get("task") == "base_model":
+        quiet_libraries()
+        return build_base_model(log)
+    return finetune(extras, log)
+
+
+def finetune(extras: Extras, log: Log) -> dict:
     from reer_assets.backends.training import train
     from reer_assets.core.training import recipe
 

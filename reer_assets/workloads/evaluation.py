@@ -10,26 +10,19 @@ one inference format) given no thinking and given the model's own generated thin
 from __future__ import annotations
 
 import time
+from collections import Counter
 from pathlib import Path
 
-import polars as pl
-
-from reer_assets.core.bench_metrics import check_format, length_score
 from reer_assets.core.chat_format import THINK_OPEN, inference_messages
+from reer_assets.core.evaluation.metrics import check_format, length_score
 from reer_assets.core.ids import stable_id
 from reer_assets.core.language import length_units
 from reer_assets.core.objective import build_score_request, score_of
 from reer_assets.core.protocols import GenerationRequest, Sampling
-from reer_assets.core.search import derive_seed
+from reer_assets.core.refinement import derive_seed
+from reer_assets.core.schemas import BENCHMARK_RESULTS
 from reer_assets.core.segment import segment
 from reer_assets.workloads.common import Extras, Log, pipes_main, quiet_libraries
-
-RESULT_SCHEMA = {
-    "id": pl.String, "checkpoint_id": pl.String, "model_label": pl.String, "model": pl.String,
-    "prompt_id": pl.String, "domain": pl.String, "language": pl.String, "required_length": pl.Int32,
-    "output_length": pl.Int32, "length_score": pl.Float64, "format_ok": pl.Boolean, "heldout_nll": pl.Float64,
-    "heldout_nll_own_thinking": pl.Float64, "output": pl.String,
-}
 
 
 def run(extras: Extras, log: Log) -> dict:
@@ -39,6 +32,13 @@ def run(extras: Extras, log: Log) -> dict:
     quiet_libraries()
     cfg = extras["config"]
     prompts = data.benchmark_prompts() if not extras.get("prompts") else list(data.read_jsonl(Path(extras["prompts"])))
+    if cfg.get("prompts_per_domain"):  # a quick run: the first N prompts of every domain
+        kept, seen = [], Counter()
+        for prompt in prompts:
+            seen[prompt["domain"]] += 1
+            if seen[prompt["domain"]] <= cfg["prompts_per_domain"]:
+                kept.append(prompt)
+        prompts = kept
     sampling = Sampling(cfg["temperature"], cfg["top_p"], cfg["top_k"], cfg["max_tokens"])
     rows = []
     started = time.perf_counter()
@@ -64,7 +64,7 @@ def run(extras: Extras, log: Log) -> dict:
                 "format_ok": fmt.adherent, "heldout_nll": nll, "heldout_nll_own_thinking": own, "output": output,
             })
         log(f"{spec['label']}: {len(prompts)} prompts done")
-    frame = pl.DataFrame(rows, schema=RESULT_SCHEMA)
+    frame = BENCHMARK_RESULTS.frame(rows)
     Path(extras["out"]).parent.mkdir(parents=True, exist_ok=True)
     frame.write_parquet(extras["out"])
     return {"rows": frame.height, "seconds": round(time.perf_counter() - started, 1)}

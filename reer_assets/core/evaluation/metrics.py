@@ -6,7 +6,6 @@ import re
 from dataclasses import dataclass
 
 
-
 def length_score(required: int, produced: int) -> float:
     """LongBench-Write S_l: 100 when lengths match, falling off faster when too short.
 

@@ -1,7 +1,7 @@
 """Workload: the REER search for every accepted (query, reference) of a partition.
 
-extras: queries (Parquet of synthesized_queries), out_dir (Parquet outputs), work (checkpoints),
-config {search{...}, seed, num_rollouts, item_concurrency?}, config_hash.
+extras: queries (Parquet of synthesized_queries), outputs {trajectories, search_steps, candidates: Parquet
+paths}, work (checkpoints), config {search{SearchConfig fields}, seed, item_concurrency?}, config_hash.
 Each finished item is checkpointed atomically, so a killed run resumes where it stopped;
 an item cut short mid-search replays its finished model calls from a per-item call cache;
 an item whose model calls fail is recorded as ``failed`` (with the error class) and retried
@@ -21,25 +21,10 @@ import polars as pl
 
 from reer_assets.core.call_cache import CachingGenerator, CachingScorer, CallCache
 from reer_assets.core.ids import stable_id
-from reer_assets.core.search import ReerSearch, SearchConfig, SearchItem
+from reer_assets.core.refinement import ReerSearch, SearchConfig, SearchItem
+from reer_assets.core.schemas import CANDIDATES, SEARCH_STEPS, TRAJECTORIES
 from reer_assets.core.trace import SearchTrace
 from reer_assets.workloads.common import Extras, ItemCheckpoints, Log, pipes_main, quiet_libraries
-
-TRAJECTORY_SCHEMA = {
-    "id": pl.String, "query_id": pl.String, "document_id": pl.String, "domain": pl.String, "rollout": pl.Int32,
-    "status": pl.String, "reject_reason": pl.String, "query": pl.String, "reference": pl.String,
-    "initial_score": pl.Float64, "final_score": pl.Float64, "initial_thinking": pl.String,
-    "final_thinking": pl.String, "initial_closed": pl.Boolean, "num_steps": pl.Int32,
-    "generator_model": pl.String, "scorer_model": pl.String, "prompt_set_version": pl.String, "seed": pl.Int64,
-    "prompt_tokens": pl.Int64, "completion_tokens": pl.Int64, "scored_tokens": pl.Int64,
-    "generator_calls": pl.Int64, "scorer_calls": pl.Int64, "config_hash": pl.String, "seconds": pl.Float64,
-    "trace_json": pl.String,
-}
-STEP_SCHEMA = {"id": pl.String, "trajectory_id": pl.String, "step_index": pl.Int32, "segment": pl.String,
-               "choice": pl.Int32, "best_score": pl.Float64}
-CANDIDATE_SCHEMA = {"id": pl.String, "step_id": pl.String, "trajectory_id": pl.String,
-                    "candidate_index": pl.Int32, "text": pl.String, "raw": pl.String, "score": pl.Float64,
-                    "completion_tokens": pl.Int64, "skipped_reason": pl.String, "accepted": pl.Boolean}
 
 
 def trajectory_id(query_row: dict[str, Any], rollout: int, config_hash: str, models: tuple[str, str]) -> str:
@@ -64,7 +49,7 @@ def trajectory_row(query_row: dict, traj_id: str, trace: SearchTrace, config_has
 
 
 def failed_row(query_row: dict, traj_id: str, rollout: int, error: BaseException, config_hash: str) -> dict:
-    row = {k: None for k in TRAJECTORY_SCHEMA}
+    row = TRAJECTORIES.empty_row()
     row.update({"id": traj_id, "query_id": query_row["id"], "document_id": query_row["document_id"],
                 "domain": query_row["domain"], "rollout": rollout, "status": "failed",
                 "reject_reason": f"{error_class_of(error)}: {str(error)[:300]}", "query": query_row["query"],
@@ -93,7 +78,7 @@ def explode(rows: list[dict]) -> tuple[pl.DataFrame, pl.DataFrame]:
                                    "candidate_index": k, "text": cand.text, "raw": cand.raw, "score": cand.score,
                                    "completion_tokens": cand.completion_tokens, "skipped_reason": cand.skipped_reason,
                                    "accepted": step.choice == k})
-    return pl.DataFrame(steps, schema=STEP_SCHEMA), pl.DataFrame(candidates, schema=CANDIDATE_SCHEMA)
+    return SEARCH_STEPS.frame(steps), CANDIDATES.frame(candidates)
 
 
 class ItemSearcher:
@@ -139,7 +124,7 @@ def run(extras: Extras, log: Log) -> dict:
 
     quiet_libraries()
     cfg = extras["config"]
-    search_config = SearchConfig(**{**cfg["search"], "num_rollouts": cfg.get("num_rollouts", 1)})
+    search_config = SearchConfig(**cfg["search"])
     queries = pl.read_parquet(extras["queries"]).filter(pl.col("status") == "accepted")
     work = Path(extras["work"])
     checkpoints = ItemCheckpoints(work / "items")
@@ -147,7 +132,7 @@ def run(extras: Extras, log: Log) -> dict:
     models = (extras["generator_id"], extras["scorer_id"])
     jobs = [(k, query_row, rollout, trajectory_id(query_row, rollout, extras["config_hash"], models))
             for k, (query_row, rollout) in enumerate(
-                (q, r) for q in queries.iter_rows(named=True) for r in range(cfg.get("num_rollouts", 1)))]
+                (q, r) for q in queries.iter_rows(named=True) for r in range(search_config.num_rollouts))]
     results: dict[int, dict] = {}
     counts = {"made": 0, "reused": 0, "failed": 0}
     lock = threading.Lock()
@@ -204,13 +189,12 @@ def run(extras: Extras, log: Log) -> dict:
         with ThreadPoolExecutor(max_workers=concurrency, thread_name_prefix="reer-item") as pool:
             list(pool.map(search_one, todo))
     rows = [results[k] for k in sorted(results)]
-    out = Path(extras["out_dir"])
-    out.mkdir(parents=True, exist_ok=True)
-    frame = pl.DataFrame(rows, schema=TRAJECTORY_SCHEMA)
+    frame = TRAJECTORIES.frame(rows)
     steps, candidates = explode(rows)
-    frame.write_parquet(out / "trajectories.parquet")
-    steps.write_parquet(out / "search_steps.parquet")
-    candidates.write_parquet(out / "candidates.parquet")
+    for name, table in (("trajectories", frame), ("search_steps", steps), ("candidates", candidates)):
+        path = Path(extras["outputs"][name])
+        path.parent.mkdir(parents=True, exist_ok=True)
+        table.write_parquet(path)
     calls = searcher.model_calls if searcher else {"generator": 0, "scorer": 0, "cache_hits": 0}
     return {"rows": frame.height, **counts, "item_concurrency": concurrency,
             "generator_calls": calls["generator"], "scorer_calls": calls["scorer"], "cache_hits": calls["cache_hits"],

@@ -12,7 +12,7 @@ import re
 import sys
 from typing import Any, Iterator
 
-from reer_assets.sources.common import (
+from reer_assets.core.ingest.readers.common import (
     Line,
     SourceFile,
     SourceRecord,

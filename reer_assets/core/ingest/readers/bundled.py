@@ -5,7 +5,7 @@ from __future__ import annotations
 from typing import Any, Iterator
 
 from reer_assets import data
-from reer_assets.sources.common import SourceRecord, resolve_options
+from reer_assets.core.ingest.readers.common import SourceRecord, resolve_options
 
 
 def read_bundled(domain: str, options: dict[str, Any]) -> Iterator[SourceRecord]:

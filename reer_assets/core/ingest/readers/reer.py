@@ -16,7 +16,7 @@ import json
 import re
 from typing import Any, Iterator
 
-from reer_assets.sources.common import (
+from reer_assets.core.ingest.readers.common import (
     SourceFile,
     SourceRecord,
     decoded_lines,

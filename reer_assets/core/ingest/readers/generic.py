@@ -10,7 +10,7 @@ from __future__ import annotations
 import re
 from typing import Any, Iterator
 
-from reer_assets.sources.common import (
+from reer_assets.core.ingest.readers.common import (
     SourceFile,
     SourceRecord,
     decoded_lines,

@@ -27,7 +27,7 @@ from reer_assets import data
 
 
 def _items(limit: int):
-    from reer_assets.core.search import SearchItem
+    from reer_assets.core.refinement import SearchItem
 
     pieces = data.corpus()
     # spread over domains and both languages: every k-th piece
@@ -36,7 +36,7 @@ def _items(limit: int):
 
 
 def _search_config(profile_name: str):
-    from reer_assets.core.search import SearchConfig
+    from reer_assets.core.refinement import SearchConfig
     from reer_assets.lib.profiles import profile
 
     return SearchConfig(**profile(profile_name)["search"])
@@ -46,10 +46,11 @@ def run_in_flight(server_url: str, model: str, items, in_flight: int, seed: int,
     """Search ``items`` with ``in_flight`` items (and requests per client) at once; wall and counts."""
     from concurrent.futures import ThreadPoolExecutor
 
-    from reer_assets.backends.openai_compat import ClientSettings, OpenAIClient, OpenAIGenerator, OpenAIScorer
-    from reer_assets.core.search import ReerSearch
+    from reer_assets.backends.config import BackendSpec
+    from reer_assets.backends.openai_compat import OpenAIClient, OpenAIGenerator, OpenAIScorer
+    from reer_assets.core.refinement import ReerSearch
 
-    settings = ClientSettings(base_url=server_url, model=model, tokenizer=model, max_in_flight=in_flight)
+    settings = BackendSpec(backend="openai", base_url=server_url, model=model, tokenizer=model, max_in_flight=in_flight)
     gen_client, score_client = OpenAIClient(settings), OpenAIClient(settings)
     generator, scorer = OpenAIGenerator(gen_client, "bench"), OpenAIScorer(score_client, "bench")
     config = _search_config(profile_name)
@@ -116,25 +117,27 @@ def bench_dagster(args) -> dict:
     home = Path(tempfile.mkdtemp(prefix="reer-bench-home-"))
     os.environ.update({"DAGSTER_HOME": str(home), "REER_PROFILE": args.profile})
     os.environ.pop("REER_LINEAGE_DB", None)
+    from reer_assets.definitions import defs
     from reer_assets.defs.refinement.assets import SearchRunConfig
     from reer_assets.defs.resources import default_resources
-    from reer_assets.definitions import defs
-    from reer_assets.lib.paths import asset_dir
+    from reer_assets.lib.storage import output_path, read_output
 
-    assets = {key.to_user_string(): a for a in defs.assets for key in a.keys}
+    assets = {name: defs.get_assets_def(name) for name in ("raw_documents", "synthesized_queries", "refined_trajectories")}
     resources = default_resources()
     instance = dg.DagsterInstance.ephemeral()
     for name in ("raw_documents", "synthesized_queries"):
         assert dg.materialize([assets[name]], partition_key=args.domain, resources=resources, instance=instance).success
-    queries = asset_dir("synthesized_queries", args.domain) / "queries.parquet"
+    queries = output_path("synthesized_queries", "queries", args.domain)
     n_items = pl.read_parquet(queries).filter(pl.col("status") == "accepted").height * args.rollouts
     dagster_walls, direct_walls, same = [], [], True
     for repeat in range(args.repeats):
         seed = 100 + repeat
-        run_config = SearchRunConfig(num_rollouts=args.rollouts, seed=seed).resolved()
+        search = SearchRunConfig(num_rollouts=args.rollouts, seed=seed).search_config()
         direct_dir = Path(tempfile.mkdtemp(prefix="reer-bench-direct-"))
-        extras = {"queries": str(queries), "out_dir": str(direct_dir / "out"), "work": str(direct_dir / "work"),
-                  "config": run_config, "config_hash": f"bench-direct-{seed}",
+        outputs = {name: str(direct_dir / "out" / f"{name}.parquet")
+                   for name in ("trajectories", "search_steps", "candidates")}
+        extras = {"queries": str(queries), "outputs": outputs, "work": str(direct_dir / "work"),
+                  "config": {"search": search, "seed": seed}, "config_hash": f"bench-direct-{seed}",
                   "generator_id": resources["generator"].model_id(), "scorer_id": resources["scorer"].model_id()}
         started = time.perf_counter()  # process start and model load count on both sides
         subprocess.run([sys.executable, "-c", _DIRECT, json.dumps(extras)], capture_output=True, text=True, check=True)
@@ -146,7 +149,7 @@ def bench_dagster(args) -> dict:
         dagster_walls.append(time.perf_counter() - started)
         assert result.success
         direct = pl.read_parquet(direct_dir / "out/trajectories.parquet")["final_thinking"].to_list()
-        through = pl.read_parquet(asset_dir("refined_trajectories", args.domain) / "trajectories.parquet")
+        through = read_output("refined_trajectories", "trajectories", args.domain)
         same = same and direct == through["final_thinking"].to_list()
         print(json.dumps({"repeat": repeat, "direct_s": round(direct_walls[-1], 2),
                           "dagster_s": round(dagster_walls[-1], 2)}), file=sys.stderr)

@@ -6,9 +6,9 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Any, Iterator
 
-from reer_assets.lib.paths import dagster_home
-from reer_assets.sources.common import SourceRecord, read_files, resolve_options
-from reer_assets.sources.generic import markdown_file
+from reer_assets.core.ingest.readers.common import SourceRecord, read_files, resolve_options
+from reer_assets.core.ingest.readers.generic import markdown_file
+from reer_assets.settings import dagster_home
 
 DEFAULTS: dict[str, Any] = {
     "root": None,  # a folder holding one folder per domain; default $DAGSTER_HOME/inbox

@@ -15,7 +15,7 @@ are interleaved, in a rotating order, so machine noise hits them alike. tokens/s
 the scored texts' full token counts, so the modes compare like for like; "forwarded"
 counts the token positions the decoder actually ran.
 
-Run: ``python -m reer_assets.bench.scoring`` (the last line is ``scoring_speedup=<c÷a>``).
+Run: ``python -m reer_assets.perf.scoring`` (the last line is ``scoring_speedup=<c÷a>``).
 """
 
 from __future__ import annotations
@@ -35,9 +35,8 @@ import torch
 from reer_assets import data
 from reer_assets.core.language import prompt_language
 from reer_assets.core.objective import build_score_request
-from reer_assets.core.search import recompose
-from reer_assets.core.prompts import prompts_for
-from reer_assets.core.protocols import ScoreRequest, Scorer
+from reer_assets.core.protocols import Scorer, ScoreRequest
+from reer_assets.core.refinement import recompose
 from reer_assets.core.segment import segment
 
 VARIANTS = {

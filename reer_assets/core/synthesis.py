@@ -1,12 +1,19 @@
-"""Quality control for requests, synthesized or given (before they drive a search)."""
+"""Synthesis: the request behind a text, back-synthesized by the generator, and the quality checks
+every request (synthesized or given) passes before it drives a search.
+
+One generator call per text, parsed; shared by the ``synthesis`` workload and ``reer
+synthesize-query`` so both write the same request.
+"""
 
 from __future__ import annotations
 
 from dataclasses import asdict, dataclass
 
-from reer_assets.core.filters import TAG, longest_overlap
+from reer_assets.core.curation import TAG, longest_overlap
 from reer_assets.core.language import ZH, prompt_language
 from reer_assets.core.language_id import detect_language
+from reer_assets.core.prompts import prompts_for
+from reer_assets.core.protocols import GenerationRequest, Generator, Sampling
 
 
 @dataclass(frozen=True)
@@ -46,7 +53,36 @@ def query_reasons(query: str, text: str, text_language: str, qc: QueryQC = Query
         reasons.append("query_invalid_characters")
     query_language = detect_language(query)  # lingua, so a French text needs a French request too
     if prompt_language(query) == ZH and query_language != "ja":
-        query_language = ZH  # any CJK ideograph selects the Chinese prompt set (DESIGN.md §2.1)
+        query_language = ZH  # any CJK ideograph selects the Chinese prompt set (docs/algorithm.md §1)
     if query_language != text_language:
         reasons.append(f"query_wrong_language:{query_language}!={text_language}")
     return reasons
+
+
+@dataclass(frozen=True)
+class SynthesizedQuery:
+    query: str  # parsed from raw_output
+    raw_output: str  # the generator's text as it came back
+    model: str
+    prompt_tokens: int
+    completion_tokens: int
+
+    def to_dict(self) -> dict:
+        return asdict(self)
+
+
+def synthesis_request(text: str, sampling: Sampling, seed: int) -> GenerationRequest:
+    """The prompt (in the text's prompt language) asking for the request behind ``text``."""
+    return GenerationRequest(messages=prompts_for(text).query_synthesis_messages(text), n=1, sampling=sampling, seed=seed)
+
+
+def synthesize_query(generator: Generator, text: str, sampling: Sampling, seed: int) -> SynthesizedQuery:
+    """One sampled request for ``text``; check it with :func:`query_reasons`."""
+    completion = generator.generate([synthesis_request(text, sampling, seed)])[0][0]
+    return SynthesizedQuery(
+        query=parse_synthesized(completion.text),
+        raw_output=completion.text,
+        model=generator.model_id,
+        prompt_tokens=completion.prompt_tokens,
+        completion_tokens=completion.completion_tokens,
+    )

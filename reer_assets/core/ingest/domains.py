@@ -2,18 +2,12 @@
 
 from __future__ import annotations
 
-import os
 from functools import lru_cache
-from pathlib import Path
 from typing import Any
 
 import yaml
 
-DEFAULT_FILE = Path(__file__).resolve().parents[1] / "domains.yaml"
-
-
-def domains_file() -> Path:
-    return Path(os.environ.get("REER_DOMAINS_FILE") or DEFAULT_FILE)
+from reer_assets.settings import domains_file
 
 
 @lru_cache(maxsize=4)

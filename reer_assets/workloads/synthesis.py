@@ -11,17 +11,10 @@ from pathlib import Path
 import polars as pl
 
 from reer_assets.core.protocols import Sampling
-from reer_assets.core.query_qc import QueryQC, query_reasons
-from reer_assets.core.query_synthesis import synthesize_query
-from reer_assets.core.search import derive_seed
+from reer_assets.core.refinement import derive_seed
+from reer_assets.core.schemas import QUERIES
+from reer_assets.core.synthesis import QueryQC, query_reasons, synthesize_query
 from reer_assets.workloads.common import Extras, ItemCheckpoints, Log, pipes_main, quiet_libraries
-
-QUERY_SCHEMA = {
-    "id": pl.String, "document_id": pl.String, "domain": pl.String, "language": pl.String, "query": pl.String,
-    "reference": pl.String, "synthesized": pl.Boolean, "model": pl.String, "raw_output": pl.String,
-    "status": pl.String, "reject_reasons": pl.List(pl.String), "prompt_tokens": pl.Int64,
-    "completion_tokens": pl.Int64, "config_hash": pl.String,
-}
 
 
 def run(extras: Extras, log: Log) -> dict:
@@ -63,7 +56,7 @@ def run(extras: Extras, log: Log) -> dict:
         made += 1
         log(f"query for {doc['id']}: {'synthesized' if synthesized else 'given'}, {'rejected ' + str(reasons) if reasons else 'accepted'}")
     rows = [checkpoints.load(doc_id) for doc_id in docs["id"].to_list()]
-    frame = pl.DataFrame(rows, schema=QUERY_SCHEMA)
+    frame = QUERIES.frame(rows)
     Path(extras["out"]).parent.mkdir(parents=True, exist_ok=True)
     frame.write_parquet(extras["out"])
     return {"rows": frame.height, "made": made, "reused": reused,

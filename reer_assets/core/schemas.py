@@ -1,0 +1,84 @@
+"""Every table the engine writes, declared once: its Parquet columns and the ones lineage keeps.
+
+A stage's workload writes ``table.columns`` to Parquet (the ``schema`` Polars checks); the asset
+loads ``table.lineage`` (plus the run id and the partition) into the DuckDB table of the same
+name. ``sql/schema/001_lineage.sql`` holds the DuckDB DDL, and a test checks that every table
+here has its lineage columns there, with matching types.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import polars as pl
+
+S, I32, I64, F64, B = pl.String, pl.Int32, pl.Int64, pl.Float64, pl.Boolean
+LS = pl.List(pl.String)
+
+
+@dataclass(frozen=True)
+class Table:
+    name: str
+    columns: dict[str, pl.DataType]  # the Parquet columns, in order
+    lineage: tuple[str, ...] = ()  # the columns loaded into the lineage table ``name`` (none: not in lineage)
+
+    @property
+    def schema(self) -> dict[str, pl.DataType]:
+        return dict(self.columns)
+
+    def empty_row(self) -> dict[str, None]:
+        return {name: None for name in self.columns}
+
+    def frame(self, rows: list[dict]) -> pl.DataFrame:
+        return pl.DataFrame(rows, schema=self.schema)
+
+
+DOCUMENTS = Table("documents", {
+    "id": S, "domain": S, "reader": S, "source_uri": S, "source_id": S, "language": S, "title": S, "text": S,
+    "text_hash": S, "given_request": S, "license": S, "attribution": S, "source_meta": S, "status": S,
+    "reject_reasons": LS, "duplicate_of": S, "config_hash": S,
+}, lineage=("id", "domain", "source_uri", "language", "title", "text_hash", "given_request", "license", "status",
+            "reject_reasons", "config_hash", "reader", "source_id", "attribution", "source_meta", "duplicate_of"))
+
+QUERIES = Table("queries", {
+    "id": S, "document_id": S, "domain": S, "language": S, "query": S, "reference": S, "synthesized": B,
+    "model": S, "raw_output": S, "status": S, "reject_reasons": LS, "prompt_tokens": I64, "completion_tokens": I64,
+    "config_hash": S,
+}, lineage=("id", "document_id", "query", "synthesized", "model", "raw_output", "status", "reject_reasons",
+            "prompt_tokens", "completion_tokens", "config_hash"))
+
+TRAJECTORIES = Table("trajectories", {
+    "id": S, "query_id": S, "document_id": S, "domain": S, "rollout": I32, "status": S, "reject_reason": S,
+    "query": S, "reference": S, "initial_score": F64, "final_score": F64, "initial_thinking": S,
+    "final_thinking": S, "initial_closed": B, "num_steps": I32, "generator_model": S, "scorer_model": S,
+    "prompt_set_version": S, "seed": I64, "prompt_tokens": I64, "completion_tokens": I64, "scored_tokens": I64,
+    "generator_calls": I64, "scorer_calls": I64, "config_hash": S, "seconds": F64, "trace_json": S,
+}, lineage=("id", "query_id", "document_id", "rollout", "status", "reject_reason", "initial_score", "final_score",
+            "initial_thinking", "final_thinking", "num_steps", "generator_model", "scorer_model",
+            "prompt_set_version", "seed", "prompt_tokens", "completion_tokens", "scored_tokens", "generator_calls",
+            "scorer_calls", "config_hash", "trace_json"))
+
+SEARCH_STEPS = Table("search_steps", {
+    "id": S, "trajectory_id": S, "step_index": I32, "segment": S, "choice": I32, "best_score": F64,
+}, lineage=("id", "trajectory_id", "step_index", "segment", "choice", "best_score"))
+
+CANDIDATES = Table("candidates", {
+    "id": S, "step_id": S, "trajectory_id": S, "candidate_index": I32, "text": S, "raw": S, "score": F64,
+    "completion_tokens": I64, "skipped_reason": S, "accepted": B,
+}, lineage=("id", "step_id", "trajectory_id", "candidate_index", "text", "raw", "score", "completion_tokens",
+            "skipped_reason", "accepted"))
+
+DATASET_ROWS = Table("dataset_rows", {
+    "id": S, "trajectory_id": S, "query_id": S, "document_id": S, "domain": S, "query": S, "thinking": S,
+    "reference": S, "initial_score": F64, "final_score": F64, "status": S, "reject_reasons": LS, "config_hash": S,
+}, lineage=("id", "trajectory_id", "query_id", "document_id", "domain", "status", "reject_reasons", "config_hash"))
+
+BENCHMARK_RESULTS = Table("benchmark_results", {
+    "id": S, "checkpoint_id": S, "model_label": S, "model": S, "prompt_id": S, "domain": S, "language": S,
+    "required_length": I32, "output_length": I32, "length_score": F64, "format_ok": B, "heldout_nll": F64,
+    "heldout_nll_own_thinking": F64, "output": S,
+}, lineage=("id", "checkpoint_id", "model_label", "model", "prompt_id", "domain", "language", "required_length",
+            "output_length", "length_score", "format_ok", "heldout_nll", "heldout_nll_own_thinking", "output"))
+
+TABLES: dict[str, Table] = {t.name: t for t in (DOCUMENTS, QUERIES, TRAJECTORIES, SEARCH_STEPS, CANDIDATES,
+                                                DATASET_ROWS, BENCHMARK_RESULTS)}

@@ -1,0 +1,112 @@
+"""Every asset on its own, in seconds: Dagster University style, with the workloads run in process.
+
+A tiny domain (two bundled pieces that come with their request, so synthesis needs no model), the
+``test`` profile cut further through run config, a temporary instance folder and lineage file, and
+``WorkloadRunner(mode="in_process")``: the same asset code and workload code as a real run, without
+a subprocess per step. The end-to-end runs (tests/e2e) keep the out-of-process path covered.
+"""
+
+from __future__ import annotations
+
+import json
+
+import dagster as dg
+import polars as pl
+import pytest
+
+from reer_assets.defs.resources import LineageResource, ModelBackendResource, WorkloadRunner
+
+DOMAIN = "education"  # a partition of the bundled domains; its source is replaced by two short pieces
+pytestmark = pytest.mark.model
+
+RUN_CONFIG = {
+    "refined_trajectories": {"max_step": 1, "max_tokens": 96, "edit_max_tokens": 64},
+    "finetuned_checkpoint": {"epochs": 1},
+    "benchmark_scores": {"max_tokens": 8, "prompts_per_domain": 1},
+}
+
+
+@pytest.fixture(scope="module")
+def stage(tmp_path_factory, embedded_path):
+    """Materialise one asset (partitioned or not) against the module's instance; returns the result."""
+    from reer_assets import data
+    from reer_assets.definitions import defs
+
+    root = tmp_path_factory.mktemp("stages")
+    pieces = sorted((p for p in data.corpus() if p.get("request_given") and p["language"] == "en"),
+                    key=lambda p: len(p["text"]))[:2]
+    with open(root / "pieces.jsonl", "w", encoding="utf-8") as handle:
+        for p in pieces:
+            handle.write(json.dumps({"id": p["id"], "request": p["request"], "text": p["text"]}) + "\n")
+    (root / "domains.yaml").write_text(f"domains:\n  {DOMAIN}:\n    languages: [en]\n    sources:\n"
+                                       "      - reader: generic\n        path: pieces.jsonl\n", encoding="utf-8")
+    patch = pytest.MonkeyPatch()
+    patch.setenv("DAGSTER_HOME", str(root / "home"))
+    patch.setenv("REER_DOMAINS_FILE", str(root / "domains.yaml"))
+    patch.setenv("REER_PROFILE", "test")
+    patch.delenv("REER_LINEAGE_DB", raising=False)
+    resources = {"generator": ModelBackendResource(role="generator"), "scorer": ModelBackendResource(role="scorer"),
+                 "lineage": LineageResource(db_path=str(root / "lineage.duckdb")),
+                 "runner": WorkloadRunner(mode="in_process")}
+    instance = dg.DagsterInstance.ephemeral()
+
+    def materialize(name: str) -> dg.ExecuteInProcessResult:
+        asset = defs.get_assets_def(name)
+        config = RUN_CONFIG.get(name)
+        result = dg.materialize([asset], partition_key=DOMAIN if asset.partitions_def else None, resources=resources,
+                                instance=instance, run_config={"ops": {name: {"config": config}}} if config else None)
+        assert result.success, name
+        return result
+
+    materialize.root = root  # type: ignore[attr-defined]
+    yield materialize
+    patch.undo()
+
+
+def metadata(result, name):
+    event = result.asset_materializations_for_node(name)[0]
+    return {k: getattr(v, "value", v) for k, v in event.metadata.items()}
+
+
+def test_raw_documents(stage):
+    meta = metadata(stage("raw_documents"), "raw_documents")
+    assert meta["dagster/row_count"] == 2 and meta["accepted"] == 2 and meta["reused"] is False
+    assert metadata(stage("raw_documents"), "raw_documents")["reused"] is True
+
+
+def test_synthesized_queries(stage):
+    meta = metadata(stage("synthesized_queries"), "synthesized_queries")
+    assert meta["given"] == 2 and meta["synthesized"] == 0  # both pieces come with their request
+
+
+def test_refined_trajectories(stage):
+    meta = metadata(stage("refined_trajectories"), "refined_trajectories")
+    assert meta["dagster/row_count"] == 2 and meta["failed"] == 0
+    assert meta["workload"]["made"] == 2 and meta["models"]["scorer"].startswith("reer-embedded-scorer:")
+    again = metadata(stage("refined_trajectories"), "refined_trajectories")
+    assert again["reused"] is True and again["workload"] == meta["workload"]
+
+
+def test_filtered_dataset_and_sft_dataset(stage):
+    meta = metadata(stage("filtered_dataset"), "filtered_dataset")
+    assert meta["accepted"] + meta["rejected"] == 2
+    frame = pl.read_parquet(stage.root / "home/reer/assets/filtered_dataset" / DOMAIN / "dataset.parquet")
+    if not meta["accepted"]:  # the toy model may write nothing acceptable: keep one row to carry on with
+        frame = frame.head(1).with_columns(status=pl.lit("accepted"), reject_reasons=pl.lit([], pl.List(pl.String)))
+        frame.write_parquet(stage.root / "home/reer/assets/filtered_dataset" / DOMAIN / "dataset.parquet")
+    sft = metadata(stage("sft_dataset"), "sft_dataset")
+    assert sft["dagster/row_count"] == int((frame["status"] == "accepted").sum()) >= 1
+
+
+def test_base_model_and_finetuned_checkpoint(stage):
+    base = metadata(stage("base_model"), "base_model")
+    assert base["source"] == "embedded" and base["model_id"].startswith("reer-embedded:")
+    tuned = metadata(stage("finetuned_checkpoint"), "finetuned_checkpoint")
+    assert tuned["recipe"]["name"] == "embedded" and tuned["train_loss"] > 0
+    assert "Load it" in tuned["card"]
+
+
+def test_benchmark_scores(stage):
+    meta = metadata(stage("benchmark_scores"), "benchmark_scores")
+    assert meta["dagster/row_count"] == 2 * 6  # one prompt per bundled domain, base and fine-tuned
+    assert meta["base_heldout_nll"] is not None and meta["finetuned_heldout_nll"] is not None
