@@ -74,11 +74,21 @@ DATASET_ROWS = Table("dataset_rows", {
 }, lineage=("id", "trajectory_id", "query_id", "document_id", "domain", "status", "reject_reasons", "config_hash"))
 
 BENCHMARK_RESULTS = Table("benchmark_results", {
-    "id": S, "checkpoint_id": S, "model_label": S, "model": S, "prompt_id": S, "domain": S, "language": S,
-    "required_length": I32, "output_length": I32, "length_score": F64, "format_ok": B, "heldout_nll": F64,
-    "heldout_nll_own_thinking": F64, "output": S,
-}, lineage=("id", "checkpoint_id", "model_label", "model", "prompt_id", "domain", "language", "required_length",
-            "output_length", "length_score", "format_ok", "heldout_nll", "heldout_nll_own_thinking", "output"))
+    "id": S, "checkpoint_id": S, "model_label": S, "model": S, "benchmark": S, "prompt_id": S, "domain": S,
+    "language": S, "required_length": I32, "output_length": I32, "length_score": F64, "format_ok": B,
+    "heldout_nll": F64, "heldout_nll_own_thinking": F64, "output": S,
+}, lineage=("id", "checkpoint_id", "model_label", "model", "benchmark", "prompt_id", "domain", "language",
+            "required_length", "output_length", "length_score", "format_ok", "heldout_nll",
+            "heldout_nll_own_thinking", "output"))
+
+# one row per judge score (a quality judgment gives six, a failed judgment one row without a score)
+JUDGE_SCORES = Table("judge_scores", {
+    "id": S, "model_label": S, "benchmark": S, "item_id": S, "mode": S, "criterion": S, "score": F64,
+    "reason": S, "verdict": S, "pair_winner": S, "status": S, "failure": S, "judged_text": S, "judge_model": S,
+    "prompt_version": S, "sampling": S, "judged_at": S, "attempts": I64, "cached": B, "judgment_key": S,
+}, lineage=("id", "model_label", "benchmark", "item_id", "mode", "criterion", "score", "reason", "verdict",
+            "pair_winner", "status", "failure", "judged_text", "judge_model", "prompt_version", "sampling",
+            "judged_at", "attempts", "judgment_key"))
 
 TABLES: dict[str, Table] = {t.name: t for t in (DOCUMENTS, QUERIES, TRAJECTORIES, SEARCH_STEPS, CANDIDATES,
-                                                DATASET_ROWS, BENCHMARK_RESULTS)}
+                                                DATASET_ROWS, BENCHMARK_RESULTS, JUDGE_SCORES)}

@@ -41,6 +41,8 @@ class _ModelBackend(dg.ConfigurableResource):
         return model_id(self.spec(), self.role)
 
     def workload_env(self) -> dict[str, str]:
+        if not self.configured:
+            return {}  # a role nobody set up (the judge): the workload sees no REER_<ROLE>_* at all
         env = self.spec().env(self.role)
         if self.api_key_env and self.api_key:
             env[self.api_key_env] = self.api_key
@@ -56,6 +58,8 @@ def _resource_class() -> type:
         defaults[f.name] = None if f.default is dataclasses.MISSING else f.default
     annotations["api_key"] = Optional[str]
     defaults["api_key"] = None
+    annotations["configured"] = bool  # False for an optional role (the judge) that no variable sets up
+    defaults["configured"] = True
     return type("ModelBackendResource", (_ModelBackend,), {"__annotations__": annotations, "__module__": __name__,
                                                           "__doc__": _ModelBackend.__doc__, **defaults})
 
@@ -67,10 +71,13 @@ def backend_resource(role: str, environ: Optional[dict] = None) -> ModelBackendR
     """The resource for ``role`` from REER_<ROLE>_* variables (validated now, read through EnvVar)."""
     spec = BackendSpec.from_env(role, environ)  # fails early, with the variable's name, on a bad value
     prefix = f"REER_{role.upper()}_"
-    values: dict = {"role": role}
-    for name in settings.role_variables(role, environ):
+    variables = settings.role_variables(role, environ)
+    values: dict = {"role": role, "configured": role != "judge" or bool(variables.get("backend") or variables.get("base_url"))}
+    for name in variables:
         if name in ENV_FIELDS:
             values[name] = dg.EnvVar(prefix + name.upper()) if ENV_FIELDS[name] is str else getattr(spec, name)
+    if role == "judge" and variables.get("base_url") and not variables.get("backend"):
+        values["backend"] = "openai"  # a judge named by its server alone is an OpenAI-compatible one
     if spec.api_key_env and (settings.secret(spec.api_key_env) if environ is None else environ.get(spec.api_key_env)):
         values["api_key"] = dg.EnvVar(spec.api_key_env)
     return ModelBackendResource(**values)
@@ -118,6 +125,7 @@ def default_resources() -> dict:
     return {
         "generator": ModelBackendResource.from_env("generator"),
         "scorer": ModelBackendResource.from_env("scorer"),
+        "judge": ModelBackendResource.from_env("judge"),
         "lineage": LineageResource(),
         "runner": WorkloadRunner(mode=settings.workload_runner()),
     }

@@ -31,7 +31,7 @@ OUTPUTS: dict[str, dict[str, str]] = {
     "sft_dataset": {"current": "current.json"},
     "base_model": {"current": "current.json"},
     "finetuned_checkpoint": {"current": "current.json"},
-    "benchmark_scores": {"results": "results.parquet"},
+    "benchmark_scores": {"results": "results.parquet", "judgments": "judgments.parquet", "summary": "summary.json"},
 }
 
 

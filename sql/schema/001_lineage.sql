@@ -150,6 +150,7 @@ CREATE TABLE IF NOT EXISTS benchmark_results (
     checkpoint_id VARCHAR,              -- NULL for the base model
     model_label VARCHAR NOT NULL,       -- base | finetuned
     model VARCHAR NOT NULL,
+    benchmark VARCHAR,                  -- bundled | a benchmarks.yaml name (writingbench, ...)
     prompt_id VARCHAR NOT NULL,
     domain VARCHAR NOT NULL,
     language VARCHAR,
@@ -166,6 +167,33 @@ CREATE TABLE IF NOT EXISTS benchmark_results (
 );
 ALTER TABLE benchmark_results ADD COLUMN IF NOT EXISTS heldout_nll_own_thinking DOUBLE;
 ALTER TABLE benchmark_results ADD COLUMN IF NOT EXISTS partition VARCHAR;
+ALTER TABLE benchmark_results ADD COLUMN IF NOT EXISTS benchmark VARCHAR;
+
+-- every judge score, with what produced it (model, prompt version, sampling, date) and the text judged
+CREATE TABLE IF NOT EXISTS judge_scores (
+    id VARCHAR PRIMARY KEY,
+    model_label VARCHAR,                -- base | finetuned | <a>_vs_<b> for pairwise verdicts
+    benchmark VARCHAR,
+    item_id VARCHAR,
+    mode VARCHAR,                       -- rubric | quality | checklist | pairwise
+    criterion VARCHAR,
+    score DOUBLE,                       -- NULL for a failed judgment (never a default) and for pairwise rows
+    reason VARCHAR,
+    verdict VARCHAR,                    -- pairwise: A | B | tie, as shown
+    pair_winner VARCHAR,                -- pairwise: a | b | tie after both orders
+    status VARCHAR,                     -- ok | judge_failed
+    failure VARCHAR,
+    judged_text VARCHAR,
+    judge_model VARCHAR,
+    prompt_version VARCHAR,
+    sampling VARCHAR,
+    judged_at VARCHAR,
+    attempts BIGINT,
+    judgment_key VARCHAR,
+    run_id VARCHAR,
+    partition VARCHAR,
+    recorded_at TIMESTAMP DEFAULT current_timestamp
+);
 
 CREATE OR REPLACE VIEW row_provenance AS
 SELECT

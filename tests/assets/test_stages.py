@@ -46,15 +46,17 @@ def stage(tmp_path_factory, embedded_path):
     patch.setenv("REER_PROFILE", "test")
     patch.delenv("REER_LINEAGE_DB", raising=False)
     resources = {"generator": ModelBackendResource(role="generator"), "scorer": ModelBackendResource(role="scorer"),
+                 "judge": ModelBackendResource(role="judge", configured=False),
                  "lineage": LineageResource(db_path=str(root / "lineage.duckdb")),
                  "runner": WorkloadRunner(mode="in_process")}
     instance = dg.DagsterInstance.ephemeral()
 
-    def materialize(name: str) -> dg.ExecuteInProcessResult:
+    def materialize(name: str, **overrides) -> dg.ExecuteInProcessResult:
         asset = defs.get_assets_def(name)
-        config = RUN_CONFIG.get(name)
-        result = dg.materialize([asset], partition_key=DOMAIN if asset.partitions_def else None, resources=resources,
-                                instance=instance, run_config={"ops": {name: {"config": config}}} if config else None)
+        config = {**RUN_CONFIG.get(name, {}), **overrides.pop("config", {})}
+        result = dg.materialize([asset], partition_key=DOMAIN if asset.partitions_def else None,
+                                resources={**resources, **overrides}, instance=instance,
+                                run_config={"ops": {name: {"config": config}}} if config else None)
         assert result.success, name
         return result
 
@@ -110,3 +112,28 @@ def test_benchmark_scores(stage):
     meta = metadata(stage("benchmark_scores"), "benchmark_scores")
     assert meta["dagster/row_count"] == 2 * 6  # one prompt per bundled domain, base and fine-tuned
     assert meta["base_heldout_nll"] is not None and meta["finetuned_heldout_nll"] is not None
+    assert meta["judge"].startswith("none: no judge is configured") and "judged" not in meta
+
+
+def test_benchmark_scores_with_a_judge(stage):
+    """A judge over HTTP (the fault server answering from the request's JSON schema): every answer gets
+    its quality scores, base and fine-tuned are compared in both orders, and a re-run makes no calls."""
+    from tests.support.fault_server import FaultServer
+
+    server = FaultServer().start()
+    server.on("", "judge")
+    try:
+        judge = ModelBackendResource(role="judge", backend="openai", base_url=server.base_url, max_attempts=1)
+        meta = metadata(stage("benchmark_scores", judge=judge, config={"seed": 1}), "benchmark_scores")
+        assert meta["judge"].startswith("openai:") and meta["judge_failed"] == 0
+        judged = pl.read_parquet(stage.root / "home/reer/assets/benchmark_scores/__all__/judgments.parquet")
+        quality = judged.filter(pl.col("mode") == "quality")
+        assert quality.height == 2 * 6 * 6  # two models, six items, six dimensions each
+        assert quality["score"].is_between(1, 5).all() and (quality["prompt_version"] == "reer-judge-v1").all()
+        pairs = judged.filter(pl.col("mode") == "pairwise")
+        assert set(pairs["pair_winner"]) == {"tie"}  # a judge that always picks the first answer: only ties
+        calls = len(server.requests)
+        again = metadata(stage("benchmark_scores", judge=judge, config={"seed": 1}), "benchmark_scores")
+        assert again["reused"] is True and len(server.requests) == calls
+    finally:
+        server.stop()

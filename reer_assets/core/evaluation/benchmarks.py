@@ -467,3 +467,27 @@ def hellobench_summary(items: Sequence[Mapping[str, Any]], scores: Iterable[Mapp
             "weights": sources,
             **{level: {k: {"mean": statistics.fmean(v), "items": len(v)} for k, v in sorted(g.items())}
                for level, g in groups.items()}}
+
+
+def benchmark_specs(path: str | Path) -> list[dict[str, Any]]:
+    """The benchmarks a config file (``benchmarks.yaml``) names, with relative paths resolved against it."""
+    import yaml
+
+    path = Path(path)
+    spec = yaml.safe_load(path.read_text(encoding="utf-8")) or {}
+    out = []
+    for name, entry in (spec.get("benchmarks") or {}).items():
+        entry = dict(entry or {})
+        fmt = entry.get("format")
+        if fmt != "bundled" and fmt not in BENCHMARKS:
+            raise ValueError(f"{path}: benchmark {name!r} has format {fmt!r}; choose bundled or one of "
+                             f"{', '.join(BENCHMARKS)}")
+        for key in ("path", "weights"):
+            if entry.get(key) and "://" not in str(entry[key]) and not Path(entry[key]).is_absolute():
+                entry[key] = str(path.parent / entry[key])
+        if fmt != "bundled" and not entry.get("path"):
+            raise ValueError(f"{path}: benchmark {name!r} needs a path")
+        out.append({"name": name, **entry})
+    if not out:
+        raise ValueError(f"{path} names no benchmarks")
+    return out
