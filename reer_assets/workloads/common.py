@@ -15,7 +15,15 @@ Log = Callable[[str], None]
 
 
 def pipes_main(run: Callable[[Extras, Log], dict[str, Any]]) -> None:
-    """Run ``run`` under Dagster Pipes; its summary goes back as one custom message."""
+    """Run ``run`` under Dagster Pipes; its summary goes back as one custom message.
+
+    ``python -m reer_assets.workloads.<stage> EXTRAS.json`` runs it without Dagster instead (logs on
+    stderr, the summary as JSON on stdout): how a launcher such as ``accelerate launch`` starts it.
+    """
+    if len(sys.argv) > 1:
+        summary = run(json.loads(Path(sys.argv[1]).read_text(encoding="utf-8")), stderr_log)
+        print(json.dumps(summary, default=str))
+        return
     from dagster_pipes import open_dagster_pipes
 
     with open_dagster_pipes() as pipes:
