@@ -4,12 +4,15 @@ search without Dagster."""
 from __future__ import annotations
 
 import argparse
+import contextlib
 import json
+import os
 import sys
 import time
 from pathlib import Path
 
 from reer_assets.eval_commands import add_eval_parser
+from reer_assets.experiment_commands import add_experiment_parser
 
 
 def _read(path: str) -> str:
@@ -81,25 +84,84 @@ def cmd_score(args: argparse.Namespace) -> int:
     return 0
 
 
-def cmd_search(args: argparse.Namespace) -> int:
-    from reer_assets.core.refinement import ReerSearch, SearchConfig, SearchItem
+def _search_items(args: argparse.Namespace) -> list:
+    """The one item of --query/--reference, or every line of --items (JSONL: query or request, reference or
+    text, optional item_id or id)."""
+    from reer_assets.core.refinement import SearchItem
 
+    if args.items is None:
+        if args.query is None or args.reference is None:
+            raise ValueError("reer search needs --query and --reference, or --items FILE.jsonl")
+        return [SearchItem(item_id=args.item_id, query=args.query, reference=_read(args.reference))]
+    if args.query is not None or args.reference is not None:
+        raise ValueError("--items cannot be combined with --query/--reference")
+    items = []
+    for number, line in enumerate(_read(args.items).splitlines(), 1):
+        if not line.strip():
+            continue
+        try:
+            row = json.loads(line)
+            query, reference = row.get("query", row.get("request")), row.get("reference", row.get("text"))
+        except (json.JSONDecodeError, AttributeError) as exc:
+            raise ValueError(f"{args.items}:{number}: not a JSON object ({exc})") from exc
+        if not query or not reference:
+            raise ValueError(f"{args.items}:{number}: needs 'query' (or 'request') and 'reference' (or 'text')")
+        items.append(SearchItem(item_id=str(row.get("item_id", row.get("id", f"item-{number}"))), query=query,
+                                reference=reference))
+    if not items:
+        raise ValueError(f"{args.items}: no items")
+    return items
+
+
+def rejection_advice(trace, config) -> str:
+    """Why the search rejected an item's initial thinking, and what to try."""
+    reason = trace.reject_reason or "rejected"
+    if reason == "initial_rollout_too_short":
+        why = (f"the initial thinking has {trace.initial_tokens} completion tokens, fewer than "
+               f"--min-rollout-tokens {config.min_rollout_tokens}")
+    elif reason == "initial_rollout_unsegmentable":
+        why = (f"the initial thinking ({trace.initial_tokens} tokens) is one segment: the search needs at least two "
+               f"paragraphs of {config.min_segment_chars}+ characters to rewrite")
+    else:
+        why = reason
+    lower = max(1, config.min_rollout_tokens // 2)
+    return (f"reer: item {trace.item_id!r}: the initial thinking was rejected ({reason}): {why}.\n"
+            f"  try: --min-rollout-tokens {lower} (accept shorter thinkings); another --seed (e.g. --seed "
+            f"{trace.seed + 1}); or a stronger generator: REER_GENERATOR_BACKEND=openai with REER_GENERATOR_BASE_URL "
+            f"and REER_GENERATOR_MODEL (or REER_GENERATOR_BACKEND=hf|vllm with REER_GENERATOR_MODEL=PATH)")
+
+
+def cmd_search(args: argparse.Namespace) -> int:
+    from reer_assets import progress
+    from reer_assets.core.refinement import ReerSearch, SearchConfig
+
+    items = _search_items(args)
     generator, scorer = _backends()
     overrides = {k: v for k, v in {
         "max_step": args.max_step, "num_expansion": args.num_expansion, "stop_thresh": args.stop_thresh,
-        "max_tokens": args.max_tokens,
+        "max_tokens": args.max_tokens, "min_rollout_tokens": args.min_rollout_tokens,
     }.items() if v is not None}
     config = SearchConfig(**overrides)
-    item = SearchItem(item_id=args.item_id, query=args.query, reference=_read(args.reference))
-    started = time.perf_counter()
-    trace = ReerSearch(generator, scorer, config, seed=args.seed).run(item)
-    _err(f"search took {time.perf_counter() - started:.1f}s: {trace.status}, "
-         f"score {trace.initial_score} -> {trace.final_score}")
-    if args.json:
-        print(trace.to_json(indent=2))
+    search = ReerSearch(generator, scorer, config, seed=args.seed)
+    traces = []
+    for item in progress.iterate(items, f"searching {len(items)} item{'s' * (len(items) > 1)}"):
+        started = time.perf_counter()
+        trace = search.run(item)
+        traces.append(trace)
+        _err(f"{item.item_id}: search took {time.perf_counter() - started:.1f}s: {trace.status}, "
+             f"score {trace.initial_score} -> {trace.final_score}")
+        if trace.status != "ok":
+            _err(rejection_advice(trace, config))
+    ok = sum(t.status == "ok" for t in traces)
+    if args.items is None:
+        print(traces[0].to_json(indent=2) if args.json else traces[0].final_thinking)
+    elif args.json:
+        print(json.dumps({"items": len(traces), "ok": ok, "rejected": len(traces) - ok,
+                          "traces": [json.loads(t.to_json()) for t in traces]}, ensure_ascii=False))
     else:
-        print(trace.final_thinking)
-    return 0 if trace.status == "ok" else 3
+        for t in traces:
+            print(f"{t.item_id}\t{t.status}\t{t.reject_reason or ''}\t{t.initial_score}\t{t.final_score}")
+    return 0 if ok else 3
 
 
 def _key_values(items: list[str]) -> dict:
@@ -121,11 +183,15 @@ def _key_values(items: list[str]) -> dict:
 def cmd_ingest(args: argparse.Namespace) -> int:
     from reer_assets.core.ingest.pipeline import ingest_path, ingest_summary, public_record
 
+    from reer_assets import progress
+
     def printed(rows):
-        for row in rows:
-            if args.jsonl:
-                print(json.dumps(public_record(row), ensure_ascii=False), flush=True)
-            yield row
+        with progress.bar(f"ingesting {args.path}") as advance:
+            for row in rows:
+                if args.jsonl:
+                    print(json.dumps(public_record(row), ensure_ascii=False), flush=True)
+                advance(1, f"ingesting {args.path}: {row.get('status', 'read')} {row.get('id', '')}"[:100])
+                yield row
 
     summary = ingest_summary(printed(ingest_path(args.reader, args.path, args.domain, _key_values(args.option))))
     if args.jsonl:
@@ -230,7 +296,8 @@ def cmd_lineage_report(args: argparse.Namespace) -> int:
 
 
 def build_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(prog="reer", description="REverse-Engineered Reasoning data engine")
+    parser = argparse.ArgumentParser(prog="reer", description="REverse-Engineered Reasoning data engine",
+                                     epilog=EPILOG, formatter_class=argparse.RawDescriptionHelpFormatter)
     sub = parser.add_subparsers(dest="command", required=True)
 
     model = sub.add_parser("model", help="the embedded default model").add_subparsers(dest="action", required=True)
@@ -279,16 +346,21 @@ def build_parser() -> argparse.ArgumentParser:
     score.add_argument("--json", action="store_true")
     score.set_defaults(func=cmd_score)
 
-    search = sub.add_parser("search", help="run the REER search on one item and print its trace")
-    search.add_argument("--query", required=True)
-    search.add_argument("--reference", required=True, help="file with the reference text")
+    search = sub.add_parser("search", help="run the REER search on one item (or a JSONL file of items) and print "
+                            "its trace", epilog=EPILOG, formatter_class=argparse.RawDescriptionHelpFormatter)
+    search.add_argument("--query")
+    search.add_argument("--reference", help="file with the reference text")
+    search.add_argument("--items", help="JSONL file, one item a line: query (or request), reference (or text), "
+                        "optional item_id; --json prints one document with every trace")
     search.add_argument("--item-id", default="cli-item")
     search.add_argument("--seed", type=int, default=0)
     search.add_argument("--max-step", type=int)
     search.add_argument("--num-expansion", type=int)
     search.add_argument("--stop-thresh", type=float)
     search.add_argument("--max-tokens", type=int)
-    search.add_argument("--json", action="store_true")
+    search.add_argument("--min-rollout-tokens", type=int,
+                        help="shortest initial thinking (completion tokens) the search accepts (default 100)")
+    search.add_argument("--json", action="store_true", help="one JSON document on stdout (logs on stderr)")
     search.set_defaults(func=cmd_search)
     lineage = sub.add_parser("lineage", help="query the lineage database").add_subparsers(dest="action", required=True)
     lsql = lineage.add_parser("sql", help="run a read-only SQL query and print a table")
@@ -329,6 +401,7 @@ def build_parser() -> argparse.ArgumentParser:
     bench.add_argument("options", nargs=argparse.REMAINDER, help="options of the benchmark (see `reer bench X -h`)")
     bench.set_defaults(func=cmd_bench)
     add_eval_parser(sub)
+    add_experiment_parser(sub)
     return parser
 
 
@@ -403,13 +476,63 @@ def cmd_bench(args: argparse.Namespace) -> int:
     return bench_main(args.options)
 
 
-def main(argv: list[str] | None = None) -> int:
-    args = build_parser().parse_args(argv)
+EPILOG = """exit codes:
+  0    done (with --json: one JSON document on stdout; logs and progress on stderr)
+  1    the command ran but found nothing or its server died (no such dataset row or experiment;
+       reer serve: the vLLM server exited)
+  2    usage or configuration error (a bad option, an unknown backend, a missing file, bad SQL,
+       DAGSTER_HOME not set)
+  3    reer search: the item was rejected (with --items: every item); stderr says why and what to try
+  130  interrupted (Ctrl-C)
+"""
+
+
+@contextlib.contextmanager
+def _output_only_on_stdout():
+    """With --json the document is all that reaches stdout: file descriptor 1 (where C libraries,
+    engine processes and their children write) is pointed at stderr for the command's duration, and
+    ``sys.stdout`` writes to the real stdout."""
+    sys.stdout.flush()
+    real = os.dup(1)
+    os.dup2(2, 1)
+    saved, sys.stdout = sys.stdout, open(real, "w", encoding="utf-8", closefd=False)
     try:
-        return args.func(args)
+        yield
+    finally:
+        sys.stdout.flush()
+        sys.stdout.close()
+        sys.stdout = saved
+        os.dup2(real, 1)
+        os.close(real)
+
+
+def _close_engines() -> None:
+    """Shut down in-process vLLM engines before the interpreter does (which can abort the process)."""
+    engines = sys.modules.get("reer_assets.backends.vllm_engine")
+    if engines is not None:
+        engines.close_all()
+
+
+def main(argv: list[str] | None = None) -> int:
+    from reer_assets import progress
+
+    args = build_parser().parse_args(argv)
+    machine = bool(getattr(args, "json", False))
+    # vLLM logs to stdout by default; the CLI's stdout is for results only
+    os.environ.setdefault("VLLM_LOGGING_STREAM", "ext://sys.stderr")
+    progress.enable(not machine)
+    try:
+        with _output_only_on_stdout() if machine else contextlib.nullcontext():
+            try:
+                return args.func(args)
+            finally:
+                _close_engines()
     except (FileNotFoundError, ValueError, NotImplementedError) as exc:
         _err(f"reer: error: {exc}")
         return 2
+    except KeyboardInterrupt:
+        _err("reer: interrupted")
+        return 130
 
 
 if __name__ == "__main__":

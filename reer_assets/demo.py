@@ -1,8 +1,9 @@
 """`make demo`: materialise the whole graph on the bundled domains with the embedded model.
 
 Uses the ``demo`` profile (smaller max_tokens and max_step) unless REER_PROFILE says otherwise,
-runs every domain through the per-domain job, then the dataset/training/benchmark job, and prints
-a summary. A second run reuses every up-to-date asset partition instead of recomputing it.
+runs every domain through the per-domain job, then the dataset/training/benchmark job, then the
+built-in ablations per domain (experiment_job, 1 seed), and prints a summary with the ablation
+report's headline table. A second run reuses every up-to-date asset partition instead of recomputing it.
 """
 
 from __future__ import annotations
@@ -42,6 +43,16 @@ def main() -> int:
     print(f"  {'dataset+train+bench':<22} {'ok' if result.success else 'FAILED'} in {timings['model_pipeline']:.0f}s", flush=True)
     if not result.success:
         return 1
+    print("Ablations (experiment_job per domain: variants, one checkpoint each, held-out evaluation, report):", flush=True)
+    for domain in domain_names():
+        t0 = time.perf_counter()
+        result = defs.get_job_def("experiment_job").execute_in_process(
+            partition_key=domain, instance=instance, raise_on_error=False, run_config=quiet)
+        timings[f"experiment:{domain}"] = time.perf_counter() - t0
+        print(f"  {domain:<22} {'ok' if result.success else 'FAILED'} in {timings[f'experiment:{domain}']:.0f}s",
+              flush=True)
+        if not result.success:
+            return 1
 
     with pl.Config(tbl_rows=100, tbl_cols=12, tbl_width_chars=160, fmt_str_lengths=40):
         print("\nRows per stage and domain (lineage):")
@@ -58,9 +69,25 @@ def main() -> int:
         print(bench.group_by("model_label").agg(
             pl.col("length_score").mean().round(1), pl.col("format_ok").mean().round(3).alias("format_rate"),
             pl.col("heldout_nll").mean().round(4), pl.len().alias("prompts")).sort("model_label"))
+    print_experiment_headline()
     print(f"\nDone in {time.perf_counter() - started:.0f}s. Lineage: {lineage_db()}")
     print("Open the UI with `make ui` (http://127.0.0.1:3000); query lineage with `.venv/bin/reer lineage sql \"...\"`.")
     return 0
+
+
+def print_experiment_headline() -> None:
+    """The ablation report's headline table (all domains) and its paired differences on the headline metric."""
+    from reer_assets.core import experiments as ex
+    from reer_assets.lib.storage import read_output
+
+    rows = read_output("experiment_report", "results").to_dicts()
+    experiment = read_output("experiment_report", "experiments").row(0, named=True)
+    print(f"\nAblation {experiment['id']} (all domains; mean [95% bootstrap CI over items], n = items; "
+          f"report: reer experiment report --markdown):")
+    print(ex.means_table(rows, experiment["variants"]))
+    for row in rows:
+        if row["domain"] == ex.ALL and row["kind"] == "difference" and row["metric"] == ex.HEADLINE:
+            print(f"  {row['reading']}")
 
 
 if __name__ == "__main__":

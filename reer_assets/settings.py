@@ -8,12 +8,16 @@ workloads, the ``reer`` CLI and ``make demo``, which set up the processes they s
 |---|---|---|
 | ``DAGSTER_HOME`` | the Dagster instance folder; the engine's state lives under it | ``<repository>/dagster_home`` |
 | ``REER_LINEAGE_DB`` | the lineage DuckDB file | ``$DAGSTER_HOME/lineage.duckdb`` |
+| ``REER_LINEAGE_MODE`` | ``single`` (one DuckDB file, one writer at a time) or ``fragments`` (Parquet fragments under the storage root, any number of writers; docs/scale.md) | ``single`` |
+| ``REER_STORAGE_ROOT`` | where asset files live: a local folder or an fsspec URL (``s3://bucket/prefix``) | ``$DAGSTER_HOME/reer`` |
+| ``REER_STORAGE_OPTIONS`` | JSON object of fsspec options for a remote root (``{"endpoint_url": ...}``; credentials come from the usual variables, never from here) | none |
 | ``REER_PROFILE`` | the run profile (``default``, ``demo``, ``test``) | ``default`` |
 | ``REER_DOMAINS_FILE`` | the domains and their sources | ``reer_assets/domains.yaml`` |
 | ``REER_BENCHMARKS_FILE`` | the benchmark files ``benchmark_scores`` evaluates | ``reer_assets/benchmarks.yaml`` |
 | ``REER_CACHE_DIR`` | the per-user cache of embedded model builds | ``~/.cache/reer-assets`` |
 | ``REER_<ROLE>_*`` | the model backend of a role (generator, scorer, judge): ``backends/config.py`` | embedded |
-| ``REER_WORKLOAD_RUNNER`` | where model work runs: ``subprocess`` (Dagster Pipes) or ``in_process`` | ``subprocess`` |
+| ``REER_WORKLOAD_RUNNER`` | where model work runs: ``subprocess`` (Dagster Pipes), ``ray`` (a Ray job per run), ``k8s`` (a pod), ``slurm`` (an sbatch job), ``in_process`` (tests) | ``subprocess`` |
+| ``REER_RAY_*``, ``REER_K8S_*``, ``REER_SLURM_*`` | that runner's settings (``ADDRESS``, ``IMAGE``, ``PARTITION``...): ``defs/resources.py``, docs/scale.md | none |
 """
 
 from __future__ import annotations
@@ -43,6 +47,38 @@ def dagster_home_is_set() -> bool:
 
 def lineage_db() -> Path:
     return Path(_get("REER_LINEAGE_DB") or dagster_home() / "lineage.duckdb")
+
+
+LINEAGE_MODES = ("single", "fragments")
+
+
+def lineage_mode() -> str:
+    """``single`` (the DuckDB file, the default) or ``fragments`` (REER_LINEAGE_MODE)."""
+    mode = (_get("REER_LINEAGE_MODE") or "single").strip().lower()
+    if mode not in LINEAGE_MODES:
+        raise ValueError(f"REER_LINEAGE_MODE={mode!r}: choose one of {', '.join(LINEAGE_MODES)}")
+    return mode
+
+
+def storage_root() -> str | None:
+    """The storage root named by REER_STORAGE_ROOT (a folder or an fsspec URL); None for the default."""
+    return _get("REER_STORAGE_ROOT")
+
+
+def storage_options() -> dict:
+    """fsspec options for a remote storage root (REER_STORAGE_OPTIONS, a JSON object)."""
+    import json
+
+    raw = _get("REER_STORAGE_OPTIONS")
+    if not raw:
+        return {}
+    try:
+        value = json.loads(raw)
+    except json.JSONDecodeError as exc:
+        raise ValueError(f"REER_STORAGE_OPTIONS is not valid JSON: {exc}") from exc
+    if not isinstance(value, dict):
+        raise ValueError("REER_STORAGE_OPTIONS must be a JSON object")
+    return value
 
 
 def profile_name() -> str | None:
@@ -89,6 +125,40 @@ def environment(values: Mapping[str, str]) -> Iterator[None]:
                 os.environ[name] = value
 
 
+WORKLOAD_RUNNERS = ("subprocess", "ray", "k8s", "slurm", "in_process")
+
+
 def workload_runner() -> str:
-    """Where model work runs (``REER_WORKLOAD_RUNNER``): ``subprocess`` (Dagster Pipes, default) or ``in_process``."""
-    return _get("REER_WORKLOAD_RUNNER") or "subprocess"
+    """Where model work runs (``REER_WORKLOAD_RUNNER``): ``subprocess`` (Dagster Pipes, default), ``ray``,
+    ``k8s``, ``slurm`` or ``in_process`` (unit tests)."""
+    mode = (_get("REER_WORKLOAD_RUNNER") or "subprocess").strip().lower()
+    if mode not in WORKLOAD_RUNNERS:
+        raise ValueError(f"REER_WORKLOAD_RUNNER={mode!r}: choose one of {', '.join(WORKLOAD_RUNNERS)}")
+    return mode
+
+
+def runner_variables(kind: str, environ: Mapping[str, str] | None = None) -> dict[str, str]:
+    """The ``REER_<KIND>_*`` settings of a workload runner (``ray``, ``k8s``, ``slurm``) that are set, by
+    field name: ``REER_RAY_ADDRESS`` -> ``address``."""
+    return role_variables(kind, environ)
+
+
+# what a workload started on another machine needs from this process's environment (a local
+# subprocess inherits all of it): the engine's settings, and the offline/threading switches of the
+# model libraries. The runners' own settings stay here; so do secrets (see defs/resources.py).
+FORWARDED_PREFIXES = ("REER_", "HF_", "TRANSFORMERS_", "TOKENIZERS_", "VLLM_")
+RUNNER_PREFIXES = ("REER_WORKLOAD_RUNNER", "REER_RAY_", "REER_K8S_", "REER_SLURM_")
+SECRET_SUFFIXES = ("_TOKEN", "_KEY", "_SECRET", "_PASSWORD")  # HF_TOKEN and the like are never forwarded
+
+
+def forwarded_environment(environ: Mapping[str, str] | None = None) -> dict[str, str]:
+    """The variables a remote workload (Ray job, pod, Slurm job) is given: ``DAGSTER_HOME`` (always,
+    so both sides name the same instance folder) and every set ``REER_*``, ``HF_*``, ``TRANSFORMERS_*``,
+    ``TOKENIZERS_*``, ``VLLM_*`` variable except the runners' own settings and anything named like a
+    secret (``*_TOKEN``, ``*_KEY``, ``*_SECRET``, ``*_PASSWORD``)."""
+    env = os.environ if environ is None else environ
+    out = {name: value for name, value in env.items()
+           if value and name.startswith(FORWARDED_PREFIXES) and not name.startswith(RUNNER_PREFIXES)
+           and not name.endswith(SECRET_SUFFIXES)}
+    out["DAGSTER_HOME"] = str(env.get("DAGSTER_HOME") or REPO_ROOT / "dagster_home")
+    return out

@@ -310,7 +310,9 @@ def train_causal_lm(model, sequences: list[list[int]], loss_starts: list[int], s
     queue: list[list[int]] = []
     tokens_seen, losses = 0, []
     model.train()
-    for step in range(settings.train_steps):
+    from reer_assets import progress
+
+    for step in progress.iterate(range(settings.train_steps), "training the embedded model"):
         if not queue:
             queue = _batches(lengths, settings.batch_tokens, rng)
         picked = queue.pop()

@@ -146,6 +146,7 @@ def train(base_model: str, rows: list[Messages], out_dir: Path, recipe: Recipe, 
             output_dir=scratch, per_device_train_batch_size=recipe.per_device_batch,
             per_device_eval_batch_size=recipe.per_device_batch, gradient_accumulation_steps=accumulation,
             learning_rate=recipe.learning_rate, num_train_epochs=recipe.epochs, lr_scheduler_type=recipe.lr_scheduler,
+            max_steps=recipe.max_steps or -1,  # a step budget overrides the epochs
             warmup_steps=recipe.warmup_ratio, weight_decay=recipe.weight_decay,  # a float below 1 is a ratio
             bf16=cuda and recipe.bf16, gradient_checkpointing=cuda and recipe.gradient_checkpointing,
             max_length=length.max_length, assistant_only_loss=mode == "assistant_only",

@@ -52,15 +52,30 @@ class VLLMEngine:
             enable_chunked_prefill=on_gpu,
         )
         self.max_model_len = int(self.llm.llm_engine.model_config.max_model_len)
+        _OPEN.append(self)
 
     def generate(self, prompts: list[Any], params: list[Any]) -> list[Any]:
         return self.llm.generate(prompts, params, use_tqdm=False)
 
-    def close(self) -> None:
-        """Stop the engine-core process now rather than at interpreter exit."""
+    def close(self, timeout_s: float = 30.0) -> None:
+        """Stop the engine-core process now rather than at interpreter exit (left to the interpreter's
+        teardown, its threads can abort the process: "terminate called without an active exception").
+        ``timeout_s`` lets the engine and its worker exit on their own before they are killed."""
+        if self in _OPEN:
+            _OPEN.remove(self)
         core = getattr(self.llm.llm_engine, "engine_core", None)
         if core is not None:
-            core.shutdown()
+            core.shutdown(timeout=timeout_s)
+
+
+_OPEN: list[VLLMEngine] = []
+
+
+def close_all() -> None:
+    """Shut down every engine this process started that is still open (the `reer` command calls it
+    before it exits)."""
+    for engine in list(_OPEN):
+        engine.close()
 
 
 class VLLMGenerator:

@@ -16,12 +16,18 @@ so seeds are not counted as independent evidence.
 
 from __future__ import annotations
 
+import json
+import math
 import random
 import re
 import statistics
+from collections import defaultdict
 from dataclasses import dataclass
 from typing import Any, Mapping, Sequence
 
+from reer_assets.core.chat_format import conversation
+from reer_assets.core.ids import stable_id
+from reer_assets.core.markdown import markdown_table
 from reer_assets.core.refinement import derive_seed, recompose
 from reer_assets.core.trace import SearchTrace
 
@@ -44,20 +50,32 @@ def strip_reflection(text: str) -> str:
     return _ZH_CUES.sub("", text)
 
 
-def random_edit_thinking(trace: SearchTrace, seed: int) -> tuple[str, int]:
-    """(thinking, edits) for ``random_edits``: the searched item's number of accepted edits, each a
-    random parsed candidate of a distinct random step that generated one."""
-    accepted = sum(1 for step in trace.steps if step.choice is not None)
-    original = [s.strip() for s in trace.initial_segments]
+def accepted_edits(trace: SearchTrace) -> int:
+    """How many edits the search accepted (steps with a chosen candidate)."""
+    return sum(1 for step in trace.steps if step.choice is not None)
+
+
+def random_edit_plan(trace: SearchTrace, seed: int) -> list[tuple[int, str]]:
+    """The (segment index, candidate text) edits of ``random_edits``: as many as the search accepted, each
+    a random parsed candidate of a distinct random step that generated one, in the order drawn."""
+    accepted = accepted_edits(trace)
     if not accepted:
-        return trace.initial_thinking, 0
+        return []
     rng = random.Random(derive_seed(seed, trace.item_id, trace.rollout, "random_edits"))
     eligible = [step for step in trace.steps if any(c.text is not None for c in step.candidates)]
     chosen = rng.sample(eligible, accepted)  # accepted steps are eligible, so there are enough
-    segments = list(original)
-    for step in chosen:
-        segments[step.index] = rng.choice([c.text for c in step.candidates if c.text is not None])
-    return recompose(segments), accepted
+    return [(step.index, rng.choice([c.text for c in step.candidates if c.text is not None])) for step in chosen]
+
+
+def random_edit_thinking(trace: SearchTrace, seed: int) -> tuple[str, int]:
+    """(thinking, edits) for ``random_edits`` (:func:`random_edit_plan` applied to the initial segments)."""
+    plan = random_edit_plan(trace, seed)
+    if not plan:
+        return trace.initial_thinking, 0
+    segments = [s.strip() for s in trace.initial_segments]
+    for index, text in plan:
+        segments[index] = text
+    return recompose(segments), len(plan)
 
 
 def variant_thinking(variant: str, trace: SearchTrace, seed: int) -> str:
@@ -126,3 +144,254 @@ def reading(name: str, diff: Interval, metric: str, lower_is_better: bool) -> st
     left = name.split("−")[0].strip()
     verdict = "better" if first_better else "worse"
     return f"{name} on {metric}: {diff.mean:+.4f}, {left} is {verdict} {span}"
+
+
+# --- the variant datasets --------------------------------------------------------------------------
+
+DEFAULT_VARIANTS = ("searched", "initial", "no_thinking", "random_edits")  # no_reflection: by config
+
+
+def variant_rows(items: Sequence[Mapping[str, Any]], variants: Sequence[str], seed: int = 0) -> list[dict[str, Any]]:
+    """One row per accepted item and variant, in the one inference format (``messages``).
+
+    ``items`` are accepted dataset rows (``id``, ``domain``, ``trajectory_id``, ``query``, ``thinking`` = z*,
+    ``reference``) each with its ``trace`` (:class:`SearchTrace`). Every variant keeps the item's id, query
+    and answer; only the thinking differs. ``edits`` counts the accepted edits the thinking carries
+    (``edited_segments`` their segment positions): the search's for ``searched`` and ``no_reflection``,
+    the same number drawn at random for ``random_edits``, none for ``initial`` and ``no_thinking``.
+    """
+    unknown = [v for v in variants if v not in VARIANTS]
+    if unknown:
+        raise ValueError(f"unknown variant(s) {', '.join(unknown)}; known: {', '.join(VARIANTS)}")
+    rows = []
+    for item in items:
+        trace: SearchTrace = item["trace"]
+        searched_steps = [step.index for step in trace.steps if step.choice is not None]
+        for variant in variants:
+            if variant == "searched":
+                thinking, edited = item["thinking"], searched_steps
+            elif variant == "no_reflection":
+                thinking, edited = strip_reflection(item["thinking"]), searched_steps
+            elif variant == "random_edits":
+                plan = random_edit_plan(trace, seed)
+                thinking, _ = random_edit_thinking(trace, seed)
+                edited = [index for index, _ in plan]
+            else:
+                thinking, edited = variant_thinking(variant, trace, seed), []
+            rows.append({
+                "id": stable_id("abl", item["id"], variant, thinking), "item_id": item["id"], "variant": variant,
+                "domain": item["domain"], "trajectory_id": item["trajectory_id"], "query": item["query"],
+                "thinking": thinking, "answer": item["reference"], "edits": len(edited),
+                "edited_segments": list(edited), "messages": conversation(item["query"], thinking, item["reference"]),
+            })
+    return rows
+
+
+def variant_problems(rows: Sequence[Mapping[str, Any]]) -> list[str]:
+    """What breaks the pairing of the variants (empty when every variant has the same items and answers)."""
+    by_variant: dict[str, dict[str, str]] = defaultdict(dict)
+    for row in rows:
+        by_variant[row["variant"]][row["item_id"]] = row["answer"]
+    if not by_variant:
+        return []
+    problems = []
+    names = sorted(by_variant)
+    first = by_variant[names[0]]
+    for name in names[1:]:
+        other = by_variant[name]
+        if set(other) != set(first):
+            problems.append(f"{name} has items {sorted(set(other) ^ set(first))[:3]} that {names[0]} lacks or has")
+        elif any(other[k] != first[k] for k in first):
+            problems.append(f"{name} has a different answer than {names[0]} for some items")
+    return problems
+
+
+# --- the statistics of a finished ablation ----------------------------------------------------------
+
+ALL = "all"  # the domain of an overall row
+
+
+@dataclass(frozen=True)
+class Metric:
+    name: str
+    label: str
+    lower_is_better: bool
+    digits: int
+
+    @property
+    def arrow(self) -> str:
+        return "↓" if self.lower_is_better else "↑"
+
+
+METRICS = (
+    Metric("heldout_nll_own_thinking", "held-out NLL, own thinking", True, 4),
+    Metric("heldout_nll", "held-out NLL, no thinking", True, 4),
+    Metric("length_score", "length score S_l", False, 1),
+    Metric("judge_score", "judge score", False, 2),
+    Metric("format_ok", "format adherence", False, 3),
+)
+METRIC_BY_NAME = {m.name: m for m in METRICS}
+HEADLINE = "heldout_nll_own_thinking"
+DIFFERENCES = (("searched", "initial"), ("searched", "random_edits"))
+
+
+def difference_variant(a: str, b: str) -> str:
+    """How a paired difference is named in ``experiment_results.variant``: ``searched-initial``."""
+    return f"{a}-{b}"
+
+
+def _value(row: Mapping[str, Any], name: str) -> float | None:
+    value = row.get(name)
+    if value is None:
+        return None
+    value = float(value)  # booleans (format adherence) count as 0/1
+    return None if math.isnan(value) else value
+
+
+def summarise(rows: Sequence[Mapping[str, Any]], variants: Sequence[str], resamples: int = 2000, level: float = 0.95,
+              seed: int = 0) -> list[dict[str, Any]]:
+    """The rows of ``experiment_results`` for per-item evaluation ``rows`` (``domain``, ``variant``, ``seed``,
+    ``prompt_id`` and one column per metric).
+
+    Per domain and for ``all``, per metric that has any value: each variant's mean with a bootstrap
+    interval over items (an item's seeds move together; ``n`` items, ``seeds`` seeds), and the paired
+    differences of :data:`DIFFERENCES` with their intervals and readings. A requested variant without
+    rows still gets its rows, with ``n`` = 0 and no value, so that a report can say so.
+    """
+    domains = sorted({str(r["domain"]) for r in rows})
+    present = [m for m in METRICS if any(_value(r, m.name) is not None for r in rows)]
+    out: list[dict[str, Any]] = []
+    for domain in [*domains, ALL]:
+        scoped = [r for r in rows if domain == ALL or r["domain"] == domain]
+        for metric in present:
+            values: dict[str, dict[Any, list[float]]] = {v: defaultdict(list) for v in variants}
+            seeds: dict[str, set] = {v: set() for v in variants}
+            for r in scoped:
+                value = _value(r, metric.name)
+                if r["variant"] in values and value is not None:
+                    values[r["variant"]][(r["domain"], str(r["prompt_id"]))].append(value)
+                    seeds[r["variant"]].add(r["seed"])
+            for variant in variants:
+                interval = bootstrap_mean(values[variant], resamples, level, seed)
+                out.append(_result(variant, domain, metric, "mean", interval, len(seeds[variant]), None))
+            for a, b in DIFFERENCES:
+                if a in values and b in values:
+                    diff = paired_difference(values[a], values[b], resamples=resamples, level=level, seed=seed)
+                    out.append(_result(difference_variant(a, b), domain, metric, "difference", diff,
+                                       min(len(seeds[a]), len(seeds[b])) if diff.n else 0,
+                                       reading(f"{a} − {b}", diff, metric.name, metric.lower_is_better)))
+    return out
+
+
+def _result(variant: str, domain: str, metric: Metric, kind: str, interval: Interval, seeds: int,
+            line: str | None) -> dict[str, Any]:
+    return {"variant": variant, "domain": domain, "metric": metric.name, "kind": kind, "value": interval.mean,
+            "ci_low": interval.low, "ci_high": interval.high, "n": interval.n, "seeds": seeds, "reading": line}
+
+
+def with_ids(experiment_id: str, rows: Sequence[Mapping[str, Any]]) -> list[dict[str, Any]]:
+    """Result rows stamped with their experiment and a stable id (experiment, variant, domain, metric)."""
+    return [{"id": stable_id("expres", experiment_id, r["variant"], r["domain"], r["metric"]),
+             "experiment_id": experiment_id, **r} for r in rows]
+
+
+# --- the report ---------------------------------------------------------------------------------------
+
+def interval_text(row: Mapping[str, Any] | None, digits: int = 4, signed: bool = False) -> str:
+    """``mean [low, high] (n = k)``, or what stands in for it: no rows, one item without an interval."""
+    if row is None or not row.get("n") or row.get("value") is None:
+        return "no rows"
+    fmt = f"{{:{'+' if signed else ''}.{digits}f}}"
+    text = fmt.format(row["value"])
+    if row.get("ci_low") is not None and row.get("ci_high") is not None:
+        text += f" [{fmt.format(row['ci_low'])}, {fmt.format(row['ci_high'])}]"
+    else:
+        text += " (one item, no interval)"
+    return text + f" (n = {row['n']}{', ' + str(row['seeds']) + ' seeds' if (row.get('seeds') or 0) > 1 else ''})"
+
+
+def _index(rows: Sequence[Mapping[str, Any]]) -> dict[tuple[str, str, str], Mapping[str, Any]]:
+    return {(r["domain"], r["variant"], r["metric"]): r for r in rows}
+
+
+def _metrics_in(rows: Sequence[Mapping[str, Any]]) -> list[Metric]:
+    names = {r["metric"] for r in rows}
+    return [m for m in METRICS if m.name in names]
+
+
+def means_table(rows: Sequence[Mapping[str, Any]], variants: Sequence[str], domain: str = ALL) -> str:
+    """Variants × metrics for one domain: mean [95% CI] (n); ``no rows`` where a variant has none."""
+    index, metrics = _index(rows), _metrics_in(rows)
+    if not metrics:
+        return "_no evaluation rows_"
+    body = [[variant, *[interval_text(index.get((domain, variant, m.name)), m.digits) for m in metrics]]
+            for variant in variants]
+    return markdown_table(["variant", *[f"{m.label} {m.arrow}" for m in metrics]], body)
+
+
+def differences_table(rows: Sequence[Mapping[str, Any]], domain: str = ALL) -> str:
+    """Each paired difference on each metric: mean [95% CI] and its one-line reading."""
+    chosen = [r for r in rows if r["domain"] == domain and r.get("kind") == "difference"]
+    order = {m.name: i for i, m in enumerate(METRICS)}
+    chosen.sort(key=lambda r: (r["variant"], order.get(r["metric"], 99)))
+    if not chosen:
+        return "_no paired differences (a variant of the pair was not run)_"
+    body = [[r["variant"].replace("-", " − ", 1), METRIC_BY_NAME[r["metric"]].label,
+             interval_text(r, METRIC_BY_NAME[r["metric"]].digits, signed=True), r.get("reading") or ""]
+            for r in chosen]
+    return markdown_table(["difference", "metric", "mean [95% CI]", "reading"], body)
+
+
+def _loads(value: Any, default: Any) -> Any:
+    if value is None:
+        return default
+    return json.loads(value) if isinstance(value, str) else value
+
+
+def render_report(experiment: Mapping[str, Any], rows: Sequence[Mapping[str, Any]], plot_markdown: str | None = None) -> str:
+    """The Markdown report of one experiment: its settings, the headline table (all domains), the paired
+    differences with their readings, the same per domain, the training budget actually spent, and what
+    is missing. ``experiment`` is a row of the ``experiments`` table, ``rows`` its ``experiment_results``."""
+    variants = list(experiment.get("variants") or [])
+    domains = [d for d in (experiment.get("domains") or []) if d != ALL]
+    budget = _loads(experiment.get("budget_json"), {})
+    config = _loads(experiment.get("config_json"), {})
+    evaluation = config.get("evaluation") or {}
+    seeds = list(experiment.get("seeds") or [])
+    lines = [f"# Ablation report `{experiment.get('id')}`", ""]
+    lines.append(f"{len(domains)} domain(s) ({', '.join(domains) or 'none'}); variants {', '.join(variants)}; "
+                 f"seeds {', '.join(map(str, seeds)) or 'none'}; base model `{experiment.get('base_model')}`.")
+    if budget:
+        limit = (f"{budget.get('max_steps')} optimizer steps" if budget.get("kind") == "steps" and budget.get("max_steps")
+                 else f"{budget.get('train_tokens')} trained (assistant) tokens" if budget.get("kind") == "tokens"
+                 else "the recipe's epochs (the same steps for every variant: they share their items)")
+        lines.append(f"Budget per checkpoint: {limit}; recipe `{budget.get('recipe')}`, global batch "
+                     f"{budget.get('global_batch')}, every variant from the same base and with the same seeds.")
+    if evaluation:
+        lines.append(f"Held out: the bundled benchmark prompts of each domain "
+                     f"({evaluation.get('prompts_per_domain') or 'all'} per domain), answers of at most "
+                     f"{evaluation.get('max_tokens')} tokens; judge: {evaluation.get('judge') or 'none configured'}.")
+    lines += [("Intervals: 95% percentile bootstrap over items (all seeds of an item move together); "
+               "n counts items."), ""]
+    lines += ["## All domains", "", means_table(rows, variants), "", "### Paired differences", "",
+              differences_table(rows), ""]
+    missing = [v for v in variants if not any(r["variant"] == v and r.get("n") for r in rows)]
+    notes = [f"- `{v}`: no rows (no checkpoint of this variant was evaluated)" for v in missing]
+    if rows and "judge_score" not in {r["metric"] for r in rows}:
+        notes.append("- judge scores: none (no judge configured; set REER_JUDGE_*, docs/evaluation.md)")
+    notes += [f"- {note}" for note in experiment.get("notes") or config.get("notes") or []]
+    if not rows:
+        notes.append("- no evaluation rows at all: nothing was evaluated")
+    if notes:
+        lines += ["### Missing or partial", "", *notes, ""]
+    if plot_markdown:
+        lines += [plot_markdown, ""]
+    if budget.get("per_variant"):
+        body = [[v, b.get("checkpoints"), b.get("steps"), b.get("trained_tokens"), b.get("train_loss")]
+                for v, b in budget["per_variant"].items()]
+        lines += ["## Training budget spent", "",
+                  markdown_table(["variant", "checkpoints", "steps per checkpoint", "trained tokens per checkpoint (mean)",
+                                  "final train loss (mean)"], body), ""]
+    for domain in domains:
+        lines += [f"## {domain}", "", means_table(rows, variants, domain), "", differences_table(rows, domain), ""]
+    return "\n".join(lines).rstrip() + "\n"

@@ -90,5 +90,44 @@ JUDGE_SCORES = Table("judge_scores", {
             "pair_winner", "status", "failure", "judged_text", "judge_model", "prompt_version", "sampling",
             "judged_at", "attempts", "judgment_key"))
 
+# --- the built-in ablations (docs/experiments.md; DDL in sql/schema/002_experiments.sql) -------------
+MESSAGES = pl.List(pl.Struct({"role": S, "content": S}))
+LI32 = pl.List(pl.Int32)
+LI64 = pl.List(pl.Int64)
+
+# Parquet only (ablation_datasets): one row per accepted item and variant, in the one inference format
+ABLATION_ROWS = Table("ablation_rows", {
+    "id": S, "item_id": S, "variant": S, "domain": S, "trajectory_id": S, "query": S, "thinking": S, "answer": S,
+    "edits": I32, "edited_segments": LI32, "messages": MESSAGES,
+})
+
+# Parquet only (ablation_checkpoints): one row per variant and seed; the checkpoint itself is in lineage ``checkpoints``
+ABLATION_CHECKPOINTS = Table("ablation_checkpoints", {
+    "id": S, "domain": S, "variant": S, "seed": I64, "status": S, "path": S, "base_model": S, "rows": I64,
+    "steps": I64, "trained_tokens": I64, "assistant_tokens_per_row": F64, "train_loss": F64, "seconds": F64,
+})
+
+# Parquet only (ablation_results): one row per checkpoint and held-out prompt
+ABLATION_RESULTS = Table("ablation_results", {
+    "id": S, "domain": S, "variant": S, "seed": I64, "checkpoint_id": S, "prompt_id": S, "language": S,
+    "required_length": I32, "output_length": I32, "length_score": F64, "format_ok": B, "heldout_nll": F64,
+    "heldout_nll_own_thinking": F64, "judge_score": F64, "output": S,
+})
+
+EXPERIMENTS = Table("experiments", {
+    "id": S, "domains": LS, "variants": LS, "seeds": LI64, "base_model": S, "budget_json": S, "models_json": S,
+    "config_json": S,
+}, lineage=("id", "domains", "variants", "seeds", "base_model", "budget_json", "models_json", "config_json"))
+
+# kind: mean (a variant) | difference (variant ``a-b``, the paired difference a − b); domain ``all`` is overall
+EXPERIMENT_RESULTS = Table("experiment_results", {
+    "id": S, "experiment_id": S, "variant": S, "domain": S, "metric": S, "kind": S, "value": F64, "ci_low": F64,
+    "ci_high": F64, "n": I64, "seeds": I32, "reading": S,
+}, lineage=("id", "experiment_id", "variant", "domain", "metric", "kind", "value", "ci_low", "ci_high", "n", "seeds",
+            "reading"))
+
 TABLES: dict[str, Table] = {t.name: t for t in (DOCUMENTS, QUERIES, TRAJECTORIES, SEARCH_STEPS, CANDIDATES,
-                                                DATASET_ROWS, BENCHMARK_RESULTS, JUDGE_SCORES)}
+                                                DATASET_ROWS, BENCHMARK_RESULTS, JUDGE_SCORES, EXPERIMENTS,
+                                                EXPERIMENT_RESULTS)}
+# the tables that live in Parquet only (no lineage table of their own)
+PARQUET_TABLES: dict[str, Table] = {t.name: t for t in (ABLATION_ROWS, ABLATION_CHECKPOINTS, ABLATION_RESULTS)}

@@ -21,6 +21,7 @@ class Recipe:
     method: str = "full"  # full | lora
     learning_rate: float = 2e-5
     epochs: float = 3
+    max_steps: int | None = None  # a step budget: stop after this many optimizer steps (instead of ``epochs``)
     per_device_batch: int = 4
     global_batch: int = 96  # reached by gradient accumulation: global / (per_device * devices)
     lr_scheduler: str = "cosine"
@@ -41,6 +42,8 @@ class Recipe:
             raise ValueError(f"recipe {self.name!r}: method must be 'full' or 'lora', not {self.method!r}")
         if self.length_policy not in LENGTH_POLICIES:
             raise ValueError(f"recipe {self.name!r}: length_policy must be one of {LENGTH_POLICIES}")
+        if self.max_steps is not None and self.max_steps < 1:
+            raise ValueError(f"recipe {self.name!r}: max_steps must be at least 1 (or unset), not {self.max_steps}")
         if self.global_batch % self.per_device_batch:
             raise ValueError(f"recipe {self.name!r}: global_batch {self.global_batch} is not a multiple of "
                              f"per_device_batch {self.per_device_batch}")

@@ -19,6 +19,11 @@ domain_pipeline_job = dg.define_asset_job(
 model_pipeline_job = dg.define_asset_job(
     "model_pipeline_job", selection=["sft_dataset", "base_model", "finetuned_checkpoint", "benchmark_scores"]
 )
+# The built-in ablations of one domain (a partition; backfill it for every domain), and the report over every
+# materialised domain, which each run refreshes (docs/experiments.md).
+experiment_job = dg.define_asset_job(
+    "experiment_job", selection=["ablation_datasets", "ablation_checkpoints", "ablation_results", "experiment_report"]
+)
 
 ALL_JOBS = [ingest_job, synthesis_job, refinement_job, curation_job, dataset_job, training_job, evaluation_job,
-            domain_pipeline_job, model_pipeline_job]
+            domain_pipeline_job, model_pipeline_job, experiment_job]

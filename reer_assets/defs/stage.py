@@ -29,7 +29,7 @@ class StageRun:
     summary: dict[str, Any] = field(default_factory=dict)
 
     def read(self, name: str) -> pl.DataFrame:
-        return pl.read_parquet(self.paths[name])
+        return storage.read_parquet(self.paths[name])
 
     def result(self, rows: int, metadata: Mapping[str, Any]) -> dg.MaterializeResult:
         """The materialisation: row count, reuse, the stage's own metadata, where the files are, the data version."""
@@ -42,7 +42,11 @@ class StageRun:
 
 
 def partition_of(context: dg.AssetExecutionContext) -> str | None:
-    return context.partition_key if context.has_partition_key else None
+    """The asset's partition; None for an unpartitioned asset, also when it runs inside a partitioned run
+    (a job that mixes both, such as experiment_job, gives every step the run's partition key)."""
+    if not context.has_partition_key or context.assets_def.partitions_def is None:
+        return None
+    return context.partition_key
 
 
 def run_stage(
@@ -72,7 +76,7 @@ def run_stage(
         context.log.info(f"[{partition or asset}] {asset} is up to date (fingerprint {fingerprint}): reused")
     else:
         for path in paths.values():
-            path.parent.mkdir(parents=True, exist_ok=True)
+            storage.makedirs(path.parent)
         summary = produce(paths) or {}
     run = StageRun(asset, partition, fingerprint, reused, paths, summary)
     if not reused and lineage is not None and tables:

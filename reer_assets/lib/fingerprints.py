@@ -4,12 +4,11 @@ no model is called; the fingerprint is also the Dagster data version."""
 
 from __future__ import annotations
 
-import json
-from pathlib import Path
 from typing import Any
 
 from reer_assets.core.ids import config_hash
-from reer_assets.lib.storage import asset_dir
+from reer_assets.lib import storage
+from reer_assets.lib.storage import AnyPath, asset_dir
 
 CODE_VERSION = "1"
 
@@ -20,9 +19,9 @@ def compute(asset: str, *parts: Any) -> str:
 
 def stored(asset: str, partition: str | None) -> dict[str, Any] | None:
     path = asset_dir(asset, partition) / "fingerprint.json"
-    if not path.exists():
+    if not storage.exists(path):
         return None
-    return json.loads(path.read_text())
+    return storage.read_json(path)
 
 
 def upstream(asset: str, partition: str | None) -> str:
@@ -33,14 +32,11 @@ def upstream(asset: str, partition: str | None) -> str:
     return record["fingerprint"]
 
 
-def is_current(asset: str, partition: str | None, fingerprint: str, outputs: list[Path]) -> bool:
+def is_current(asset: str, partition: str | None, fingerprint: str, outputs: list[AnyPath]) -> bool:
     record = stored(asset, partition)
-    return bool(record and record["fingerprint"] == fingerprint and all(p.exists() for p in outputs))
+    return bool(record and record["fingerprint"] == fingerprint and all(storage.exists(p) for p in outputs))
 
 
 def save(asset: str, partition: str | None, fingerprint: str, summary: dict[str, Any]) -> None:
-    folder = asset_dir(asset, partition)
-    folder.mkdir(parents=True, exist_ok=True)
-    tmp = folder / "fingerprint.json.tmp"
-    tmp.write_text(json.dumps({"fingerprint": fingerprint, "summary": summary}, indent=2, default=str))
-    tmp.replace(folder / "fingerprint.json")
+    record = {"fingerprint": fingerprint, "summary": summary}
+    storage.write_json(asset_dir(asset, partition) / "fingerprint.json", record)

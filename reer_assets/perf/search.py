@@ -2,12 +2,15 @@
 
 1. Items per minute with both roles on the ``openai`` backend against a real vLLM server
    of the embedded model (started here on 127.0.0.1), at in-flight limits 1, 8 and 32
-   (items searched at once = requests in flight per client). A warm-up pass runs first so
-   every measured pass sees the same warm server; each pass uses its own seed, so no pass
-   replays another's requests.
+   (items searched at once = requests in flight per client). Like with like: every measured
+   pass searches the same items with the same seed (``--seed``), so each does the same work,
+   and the server runs without prefix caching, so no pass replays another's prompts from its
+   cache; a warm-up pass (another seed) runs first so every measured pass sees a warm server.
+   Items per minute counts searched items only (status ``ok``), not rejected ones.
 2. With ``--through-dagster``: one partition's ``refined_trajectories`` materialised through
    Dagster (Pipes subprocess, lineage writes, metadata) against the same search workload
-   called directly in a fresh process, same items, same backends, fresh checkpoints each.
+   called directly in a fresh process, same items, same seed, same backends, fresh
+   checkpoints each (the partition's fingerprint and work folder are cleared before each).
 
 The last line printed is ``search_speedup_8_vs_1=...`` or, with ``--through-dagster``,
 ``dagster_overhead_ratio=<Dagster wall / direct wall>``.
@@ -58,10 +61,11 @@ def run_in_flight(server_url: str, model: str, items, in_flight: int, seed: int,
     with ThreadPoolExecutor(max_workers=in_flight) as pool:
         traces = list(pool.map(lambda item: ReerSearch(generator, scorer, config, seed=seed).run(item), items))
     wall = time.perf_counter() - started
+    ok = sum(t.status == "ok" for t in traces)
     return {
-        "in_flight": in_flight, "items": len(items), "wall_s": round(wall, 2),
-        "items_per_min": round(len(items) / wall * 60, 2),
-        "ok": sum(t.status == "ok" for t in traces),
+        "in_flight": in_flight, "items": len(items), "seed": seed, "wall_s": round(wall, 2),
+        "items_per_min": round(ok / wall * 60, 2),  # searched items only (status ok)
+        "ok": ok,
         "completion_tokens": gen_client.usage.completion_tokens,
         "scored_prompt_tokens": score_client.usage.prompt_tokens,
         "requests": gen_client.usage.requests + score_client.usage.requests,
@@ -75,14 +79,16 @@ def bench_in_flight(args) -> list[dict]:
     model = str(ensure_embedded_model(log=lambda m: print(m, file=sys.stderr)))
     log = Path(tempfile.mkdtemp(prefix="reer-bench-")) / "vllm.log"
     print(f"starting vLLM server for {model} (log {log}) ...", file=sys.stderr)
-    server = start_vllm_server(model, None, log)
+    # no prefix cache: every pass sends the same prompts (same items, same seed), and a cache would let a
+    # later pass replay an earlier one's prefills
+    server = start_vllm_server(model, None, log, extra=["--no-enable-prefix-caching"])
     try:
         items = _items(args.items)
         print(f"warm-up: {len(items)} items at in-flight 8", file=sys.stderr)
-        run_in_flight(server.base_url, model, items, 8, seed=999, profile_name=args.profile)
+        run_in_flight(server.base_url, model, items, 8, seed=args.seed + 999, profile_name=args.profile)
         rows = []
-        for k, in_flight in enumerate(args.in_flight):
-            row = run_in_flight(server.base_url, model, items, in_flight, seed=k, profile_name=args.profile)
+        for in_flight in args.in_flight:
+            row = run_in_flight(server.base_url, model, items, in_flight, seed=args.seed, profile_name=args.profile)
             print(json.dumps(row), file=sys.stderr)
             rows.append(row)
         return rows
@@ -92,10 +98,10 @@ def bench_in_flight(args) -> list[dict]:
 
 _DIRECT = """
 import json, sys, time
-from reer_assets.workloads import search
+from reer_assets.workloads import refinement
 extras = json.loads(sys.argv[1])
 started = time.perf_counter()
-summary = search.run(extras, lambda message: None)
+summary = refinement.run(extras, lambda message: None)
 print(json.dumps({"wall": time.perf_counter() - started, "made": summary["made"]}))
 """
 
@@ -106,8 +112,10 @@ def bench_dagster(args) -> dict:
     Both sides run the search in a fresh Python process (the asset through Pipes, the direct
     call through ``python -c``), so both pay the same model load; what differs is Dagster:
     the run, the event log, Pipes messages, lineage writes and metadata. The two alternate
-    ``--repeats`` times, each repeat with its own seed so nothing is reused.
+    ``--repeats`` times with the same seed (the same work each time); before each repeat the
+    partition's fingerprint and work folder are cleared, so nothing is reused from a previous one.
     """
+    import shutil
     import statistics
     import subprocess
 
@@ -120,7 +128,7 @@ def bench_dagster(args) -> dict:
     from reer_assets.definitions import defs
     from reer_assets.defs.refinement.assets import SearchRunConfig
     from reer_assets.defs.resources import default_resources
-    from reer_assets.lib.storage import output_path, read_output
+    from reer_assets.lib.storage import asset_dir, local_root, output_path, read_output
 
     assets = {name: defs.get_assets_def(name) for name in ("raw_documents", "synthesized_queries", "refined_trajectories")}
     resources = default_resources()
@@ -130,8 +138,8 @@ def bench_dagster(args) -> dict:
     queries = output_path("synthesized_queries", "queries", args.domain)
     n_items = pl.read_parquet(queries).filter(pl.col("status") == "accepted").height * args.rollouts
     dagster_walls, direct_walls, same = [], [], True
+    seed = args.seed
     for repeat in range(args.repeats):
-        seed = 100 + repeat
         search = SearchRunConfig(num_rollouts=args.rollouts, seed=seed).search_config()
         direct_dir = Path(tempfile.mkdtemp(prefix="reer-bench-direct-"))
         outputs = {name: str(direct_dir / "out" / f"{name}.parquet")
@@ -143,6 +151,8 @@ def bench_dagster(args) -> dict:
         subprocess.run([sys.executable, "-c", _DIRECT, json.dumps(extras)], capture_output=True, text=True, check=True)
         direct_walls.append(time.perf_counter() - started)
         config = {"ops": {"refined_trajectories": {"config": {"num_rollouts": args.rollouts, "seed": seed}}}}
+        (asset_dir("refined_trajectories", args.domain) / "fingerprint.json").unlink(missing_ok=True)
+        shutil.rmtree(local_root() / "work" / "refined_trajectories" / args.domain, ignore_errors=True)
         started = time.perf_counter()
         result = dg.materialize([assets["refined_trajectories"]], partition_key=args.domain, resources=resources,
                                 instance=instance, run_config=config)
@@ -167,6 +177,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--items", type=int, default=16, help="bundled items per in-flight pass")
     parser.add_argument("--in-flight", type=int, nargs="+", default=[1, 8, 32])
     parser.add_argument("--profile", default="demo", help="search settings (a profile name)")
+    parser.add_argument("--seed", type=int, default=0, help="the seed of every measured pass (same work in each)")
     parser.add_argument("--through-dagster", action="store_true",
                         help="instead: Dagster materialisation vs the direct call for one partition")
     parser.add_argument("--domain", default="essays")
@@ -179,6 +190,7 @@ def main(argv: list[str] | None = None) -> int:
         print(f"dagster_overhead_ratio={row['dagster_wall_s'] / row['direct_wall_s']:.2f}")
         return 0
     rows = bench_in_flight(args)
+    print(f"items/min counts searched items (status ok); every pass: same {rows[0]['items']} items, seed {args.seed}")
     print(f"{'in-flight':>9} {'items':>5} {'wall s':>8} {'items/min':>9} {'ok':>3} {'requests':>8} {'gen tokens':>10}")
     for r in rows:
         print(f"{r['in_flight']:>9} {r['items']:>5} {r['wall_s']:>8} {r['items_per_min']:>9} {r['ok']:>3} "

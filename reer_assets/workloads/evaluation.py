@@ -32,17 +32,21 @@ from reer_assets.core.protocols import GenerationRequest, Sampling
 from reer_assets.core.refinement import derive_seed
 from reer_assets.core.schemas import BENCHMARK_RESULTS, JUDGE_SCORES
 from reer_assets.core.segment import segment
+from reer_assets.lib import storage
 from reer_assets.workloads.common import Extras, Log, pipes_main, quiet_libraries
 
 BUNDLED = "bundled"
 
 
-def bundled_items(prompts_per_domain: int | None = None) -> list[dict[str, Any]]:
-    """The project's own benchmark prompts as normalised items (each with a held-out reference)."""
+def bundled_items(prompts_per_domain: int | None = None, domains: list[str] | None = None) -> list[dict[str, Any]]:
+    """The project's own benchmark prompts as normalised items (each with a held-out reference),
+    optionally only those of ``domains``."""
     from reer_assets import data
 
     items, seen = [], Counter()
     for p in data.benchmark_prompts():
+        if domains is not None and p["domain"] not in domains:
+            continue
         seen[p["domain"]] += 1
         if prompts_per_domain and seen[p["domain"]] > prompts_per_domain:
             continue  # a quick run: the first N prompts of every domain
@@ -149,9 +153,8 @@ def run(extras: Extras, log: Log) -> dict:
         judged_rows = _judge_all(judge, extras, items, rows, summary, log)
     judgments = JUDGE_SCORES.frame(judged_rows)
     for name, frame in (("results", results), ("judgments", judgments)):
-        Path(extras["outputs"][name]).parent.mkdir(parents=True, exist_ok=True)
-        frame.write_parquet(extras["outputs"][name])
-    Path(extras["outputs"]["summary"]).write_text(json.dumps(summary, indent=1, default=str), encoding="utf-8")
+        storage.write_parquet(frame, extras["outputs"][name])
+    storage.write_json(extras["outputs"]["summary"], summary, indent=1)
     return {"rows": results.height, "judgments": judgments.height, "judge_calls": judge.calls if judge else 0,
             "seconds": round(time.perf_counter() - started, 1)}
 

@@ -1,7 +1,8 @@
 """Workload: the REER search for every accepted (query, reference) of a partition.
 
 extras: queries (Parquet of synthesized_queries), outputs {trajectories, search_steps, candidates: Parquet
-paths}, work (checkpoints), config {search{SearchConfig fields}, seed, item_concurrency?}, config_hash.
+paths}, work (checkpoints), config {search{SearchConfig fields}, seed, item_concurrency?}, config_hash,
+shard? {index, count} (search only the items whose query id hashes to ``index``; docs/scale.md, "Shards").
 Each finished item is checkpointed atomically, so a killed run resumes where it stopped;
 an item cut short mid-search replays its finished model calls from a per-item call cache;
 an item whose model calls fail is recorded as ``failed`` (with the error class) and retried
@@ -11,6 +12,7 @@ at once (``item_concurrency``, default the client's in-flight limit).
 
 from __future__ import annotations
 
+import hashlib
 import threading
 import time
 from concurrent.futures import ThreadPoolExecutor
@@ -24,11 +26,49 @@ from reer_assets.core.ids import stable_id
 from reer_assets.core.refinement import ReerSearch, SearchConfig, SearchItem
 from reer_assets.core.schemas import CANDIDATES, SEARCH_STEPS, TRAJECTORIES
 from reer_assets.core.trace import SearchTrace
+from reer_assets.lib import storage
 from reer_assets.workloads.common import Extras, ItemCheckpoints, Log, pipes_main, quiet_libraries
 
 
 def trajectory_id(query_row: dict[str, Any], rollout: int, config_hash: str, models: tuple[str, str]) -> str:
     return stable_id("traj", query_row["id"], rollout, config_hash, *models)
+
+
+def shard_of(query_id: str, count: int) -> int:
+    """The shard of a query: a stable hash of its id (every rollout of a query goes to the same shard)."""
+    if count <= 1:
+        return 0
+    return int.from_bytes(hashlib.sha256(query_id.encode("utf-8")).digest()[:8], "big") % count
+
+
+def item_jobs(extras: Extras, queries: pl.DataFrame | None = None) -> list[tuple[int, dict, int, str]]:
+    """``(position, query row, rollout, trajectory id)`` of every item this run searches: each accepted
+    query x rollout, in query order, only those of ``extras["shard"]`` when it is set. The position is
+    the item's place in the whole partition (so shards combine in the order one run would write)."""
+    if queries is None:
+        queries = storage.read_parquet(extras["queries"]).filter(pl.col("status") == "accepted")
+    rollouts = SearchConfig(**extras["config"]["search"]).num_rollouts
+    models = (extras["generator_id"], extras["scorer_id"])
+    shard = extras.get("shard") or {"index": 0, "count": 1}
+    return [(k, query_row, rollout, trajectory_id(query_row, rollout, extras["config_hash"], models))
+            for k, (query_row, rollout) in enumerate(
+                (q, r) for q in queries.iter_rows(named=True) for r in range(rollouts))
+            if shard_of(query_row["id"], int(shard["count"])) == int(shard["index"])]
+
+
+def recover_shard(extras: Extras, error: BaseException) -> tuple[list[dict], int]:
+    """The rows of a shard whose run failed (killed, crashed, lost its machine): each of its items that
+    was checkpointed, as it was saved, and every other one as a ``failed`` row with the error's class
+    (retried by the next run). Returns the rows in item order and how many came from checkpoints."""
+    checkpoints = ItemCheckpoints(Path(extras["work"]) / "items")
+    rows, recovered = [], 0
+    for _, query_row, rollout, traj_id in item_jobs(extras):
+        if checkpoints.has(traj_id):
+            rows.append(checkpoints.load(traj_id))
+            recovered += 1
+        else:
+            rows.append(failed_row(query_row, traj_id, rollout, error, extras["config_hash"]))
+    return rows, recovered
 
 
 def trajectory_row(query_row: dict, traj_id: str, trace: SearchTrace, config_hash: str, seconds: float) -> dict:
@@ -125,14 +165,13 @@ def run(extras: Extras, log: Log) -> dict:
     quiet_libraries()
     cfg = extras["config"]
     search_config = SearchConfig(**cfg["search"])
-    queries = pl.read_parquet(extras["queries"]).filter(pl.col("status") == "accepted")
+    queries = storage.read_parquet(extras["queries"]).filter(pl.col("status") == "accepted")
     work = Path(extras["work"])
     checkpoints = ItemCheckpoints(work / "items")
     gen_spec, scorer_spec = BackendSpec.from_env("generator"), BackendSpec.from_env("scorer")
-    models = (extras["generator_id"], extras["scorer_id"])
-    jobs = [(k, query_row, rollout, trajectory_id(query_row, rollout, extras["config_hash"], models))
-            for k, (query_row, rollout) in enumerate(
-                (q, r) for q in queries.iter_rows(named=True) for r in range(search_config.num_rollouts))]
+    jobs = item_jobs(extras, queries)
+    if extras.get("shard"):
+        log(f"shard {extras['shard']['index'] + 1} of {extras['shard']['count']}: {len(jobs)} items")
     results: dict[int, dict] = {}
     counts = {"made": 0, "reused": 0, "failed": 0}
     lock = threading.Lock()
@@ -192,13 +231,16 @@ def run(extras: Extras, log: Log) -> dict:
     frame = TRAJECTORIES.frame(rows)
     steps, candidates = explode(rows)
     for name, table in (("trajectories", frame), ("search_steps", steps), ("candidates", candidates)):
-        path = Path(extras["outputs"][name])
-        path.parent.mkdir(parents=True, exist_ok=True)
-        table.write_parquet(path)
+        storage.write_parquet(table, extras["outputs"][name])
     calls = searcher.model_calls if searcher else {"generator": 0, "scorer": 0, "cache_hits": 0}
-    return {"rows": frame.height, **counts, "item_concurrency": concurrency,
-            "generator_calls": calls["generator"], "scorer_calls": calls["scorer"], "cache_hits": calls["cache_hits"],
-            "seconds": round(time.perf_counter() - started, 2)}
+    summary = {"rows": frame.height, **counts, "item_concurrency": concurrency, "generator_calls": calls["generator"],
+               "scorer_calls": calls["scorer"], "cache_hits": calls["cache_hits"],
+               "seconds": round(time.perf_counter() - started, 2)}
+    if searcher is not None:  # per-server counters of HTTP backends (docs/scale.md); nothing for local models
+        from reer_assets.backends.openai_compat import http_usage
+
+        summary.update(http_usage(searcher.generator, searcher.scorer))
+    return {**summary, "shard": extras["shard"]} if extras.get("shard") else summary
 
 
 if __name__ == "__main__":

@@ -6,14 +6,13 @@ config {temperature, top_p, top_k, max_tokens, seed, qc{...}}, config_hash.
 
 from __future__ import annotations
 
-from pathlib import Path
-
 import polars as pl
 
 from reer_assets.core.protocols import Sampling
 from reer_assets.core.refinement import derive_seed
 from reer_assets.core.schemas import QUERIES
 from reer_assets.core.synthesis import QueryQC, query_reasons, synthesize_query
+from reer_assets.lib import storage
 from reer_assets.workloads.common import Extras, ItemCheckpoints, Log, pipes_main, quiet_libraries
 
 
@@ -24,7 +23,7 @@ def run(extras: Extras, log: Log) -> dict:
     quiet_libraries()
     cfg = extras["config"]
     qc = QueryQC(**cfg.get("qc", {}))
-    docs = pl.read_parquet(extras["documents"]).filter(pl.col("status") == "accepted")
+    docs = storage.read_parquet(extras["documents"]).filter(pl.col("status") == "accepted")
     checkpoints = ItemCheckpoints(extras["work"])
     generator = None
     made = reused = 0
@@ -57,10 +56,14 @@ def run(extras: Extras, log: Log) -> dict:
         log(f"query for {doc['id']}: {'synthesized' if synthesized else 'given'}, {'rejected ' + str(reasons) if reasons else 'accepted'}")
     rows = [checkpoints.load(doc_id) for doc_id in docs["id"].to_list()]
     frame = QUERIES.frame(rows)
-    Path(extras["out"]).parent.mkdir(parents=True, exist_ok=True)
-    frame.write_parquet(extras["out"])
-    return {"rows": frame.height, "made": made, "reused": reused,
-            "synthesized": int(frame["synthesized"].sum()), "rejected": int((frame["status"] == "rejected").sum())}
+    storage.write_parquet(frame, extras["out"])
+    summary = {"rows": frame.height, "made": made, "reused": reused,
+               "synthesized": int(frame["synthesized"].sum()), "rejected": int((frame["status"] == "rejected").sum())}
+    if generator is not None:  # per-server counters of an HTTP generator (docs/scale.md)
+        from reer_assets.backends.openai_compat import http_usage
+
+        summary.update(http_usage(generator))
+    return summary
 
 
 if __name__ == "__main__":

@@ -24,8 +24,10 @@ def test_graph_shape_partitions_pools_and_checks():
     graph = defs.resolve_asset_graph()
     keys = {k.to_user_string() for k in graph.get_all_asset_keys()}
     assert keys == {"raw_documents", "synthesized_queries", "refined_trajectories", "filtered_dataset",
-                    "sft_dataset", "base_model", "finetuned_checkpoint", "benchmark_scores"}
-    partitioned = {"raw_documents", "synthesized_queries", "refined_trajectories", "filtered_dataset"}
+                    "sft_dataset", "base_model", "finetuned_checkpoint", "benchmark_scores", "lineage_compaction",
+                    "ablation_datasets", "ablation_checkpoints", "ablation_results", "experiment_report"}
+    partitioned = {"raw_documents", "synthesized_queries", "refined_trajectories", "filtered_dataset",
+                   "ablation_datasets", "ablation_checkpoints", "ablation_results"}
     for key in graph.get_all_asset_keys():
         node = graph.get(key)
         name = key.to_user_string()
@@ -38,12 +40,17 @@ def test_graph_shape_partitions_pools_and_checks():
     assert parents["sft_dataset"] == {"filtered_dataset"}
     assert parents["finetuned_checkpoint"] == {"base_model", "sft_dataset"}
     assert parents["benchmark_scores"] == {"base_model", "finetuned_checkpoint"}
+    assert parents["ablation_datasets"] == {"filtered_dataset", "refined_trajectories"}
+    assert parents["ablation_checkpoints"] == {"ablation_datasets", "base_model"}
+    assert parents["ablation_results"] == {"ablation_checkpoints"}
+    assert parents["experiment_report"] == {"ablation_results"}
     pools = {a.key.to_user_string(): a.op.pool for a in defs.assets}
     assert pools["refined_trajectories"] == "gpu" and pools["filtered_dataset"] == "duckdb"
+    assert pools["ablation_checkpoints"] == pools["ablation_results"] == "gpu" and pools["experiment_report"] == "duckdb"
     checks = {c.key.name for a in defs.asset_checks for c in a.check_specs}
     assert {"filtered_dataset_schema", "filtered_dataset_not_empty", "filtered_dataset_unique_queries",
             "finetuned_nll_not_worse"} <= checks
-    assert {j.name for j in defs.jobs} >= {"domain_pipeline_job", "model_pipeline_job", "ingest_job"}
+    assert {j.name for j in defs.jobs} >= {"domain_pipeline_job", "model_pipeline_job", "ingest_job", "experiment_job"}
 
 
 def test_defs_import_no_torch_or_vllm():

@@ -8,6 +8,7 @@ holds a queue of actions, the last of which repeats. Actions:
 ``ok``          a well-formed answer (thinking, a ``<refine>`` edit, or prompt log-probs)
 ``429``         rate limited, with ``Retry-After: 0``
 ``500`` ``400`` that status with an OpenAI-style error body
+``engine_dead`` 500 with the body vLLM's server sends once its engine process died (``EngineDeadError``)
 ``slow``        sleeps ``slow_s`` before answering ``ok`` (beyond the client's timeout)
 ``truncated``   status 200 and half a JSON body
 ``empty``       a completion with empty text
@@ -44,6 +45,10 @@ THINKING = ("I should first work out who will read this and what they already kn
             "closing line that returns to the scene with something changed.\n</think>")
 EDIT = ("The segment is vague about the reader.\n</analyze>\n<refine>\nI should picture one reader, a busy "
         "neighbour reading on a phone, and write the opening for her: short sentences, one clear image.\n</refine>")
+
+# what vLLM's OpenAI server answers (HTTP 500) once its engine-core process has died
+ENGINE_DEAD = {"error": {"message": "EngineDeadError: EngineCore encountered an issue. See stack trace (above) for "
+                                    "the root cause.", "type": "InternalServerError", "param": None, "code": 500}}
 
 
 @dataclass
@@ -248,6 +253,9 @@ def _handler(server: FaultServer):
                     server.in_flight -= 1
 
         def _answer(self, raw: str, action: str) -> None:
+            if action == "engine_dead":
+                self._send(500, json.dumps(ENGINE_DEAD).encode())
+                return
             if action in ("429", "500", "400", "408", "503"):
                 error = {"error": {"message": f"injected {action}", "type": "injected", "code": int(action)}}
                 self._send(int(action), json.dumps(error).encode(), {"Retry-After": "0"} if action == "429" else None)

@@ -8,7 +8,7 @@ from reer_assets.core.schemas import TABLES
 from reer_assets.lib.duckdb_store import apply_schema
 
 DUCKDB_TYPES = {pl.String: "VARCHAR", pl.Int32: "INTEGER", pl.Int64: "BIGINT", pl.Float64: "DOUBLE",
-                pl.Boolean: "BOOLEAN", pl.List(pl.String): "VARCHAR[]"}
+                pl.Boolean: "BOOLEAN", pl.List(pl.String): "VARCHAR[]", pl.List(pl.Int64): "BIGINT[]"}
 
 
 @pytest.fixture(scope="module")

@@ -33,3 +33,15 @@ def domain_spec(name: str) -> dict[str, Any]:
     if name not in domains:
         raise KeyError(f"unknown domain {name!r}; known: {', '.join(domains)}")
     return domains[name]
+
+
+def domain_shards(name: str) -> int:
+    """How many workload runs ``refined_trajectories`` splits the domain's items into (``shards: N``, default 1).
+
+    Items go to shards by a stable hash of their query id; the count changes how the work is spread,
+    never what is computed, so it is in no id or fingerprint (docs/scale.md, "Shards").
+    """
+    value = domain_spec(name).get("shards", 1)
+    if isinstance(value, bool) or not isinstance(value, int) or value < 1:
+        raise ValueError(f"domain {name!r}: shards must be a whole number of at least 1, got {value!r}")
+    return value

@@ -12,6 +12,7 @@ from reer_assets.core.curation import FilterConfig, NearDuplicateIndex, row_reas
 from reer_assets.core.ids import config_hash, stable_id
 from reer_assets.core.ingest.domains import domain_names
 from reer_assets.core.schemas import DATASET_ROWS
+from reer_assets.defs.automation import after_upstream
 from reer_assets.defs.partitions import domain_partitions
 from reer_assets.defs.resources import LineageResource
 from reer_assets.defs.stage import run_stage, upstream
@@ -84,6 +85,7 @@ def keep_best_rollout(frame: pl.DataFrame) -> pl.DataFrame:
     group_name="curation",
     pool="duckdb",
     kinds={"polars", "duckdb"},
+    automation_condition=after_upstream,
 )
 def filtered_dataset(context: dg.AssetExecutionContext, config: FilterRunConfig, lineage: LineageResource) -> dg.MaterializeResult:
     """Refined trajectories after the quality filters of docs/algorithm.md: unconcluded thinking,
@@ -100,7 +102,7 @@ def filtered_dataset(context: dg.AssetExecutionContext, config: FilterRunConfig,
 
     def curate(paths):
         frame = filter_trajectories(storage.read_output("refined_trajectories", "trajectories", domain), filters, cfg_hash)
-        frame.write_parquet(paths["dataset"])
+        storage.write_parquet(frame, paths["dataset"])
         accepted = int((frame["status"] == "accepted").sum())
         return {"trajectories": frame.height, "accepted": accepted, "rejected": frame.height - accepted,
                 "filters": filters.to_dict()}

@@ -6,7 +6,7 @@ import polars as pl
 
 from reer_assets.core.ingest.domains import domain_names
 from reer_assets.defs.curation.assets import DATASET_COLUMNS
-from reer_assets.lib.storage import output_path
+from reer_assets.lib.storage import output_path, read_parquet
 
 
 def _frames(context: dg.AssetCheckExecutionContext) -> dict[str, pl.DataFrame]:
@@ -14,7 +14,7 @@ def _frames(context: dg.AssetCheckExecutionContext) -> dict[str, pl.DataFrame]:
     op = context.op_execution_context
     keys = [op.partition_key] if op.has_partition_key else domain_names()
     paths = {k: output_path("filtered_dataset", "dataset", k) for k in keys}
-    return {k: pl.read_parquet(p) for k, p in paths.items() if p.exists()}
+    return {k: read_parquet(p) for k, p in paths.items() if p.exists()}
 
 
 @dg.asset_check(asset="filtered_dataset", blocking=True, description="Columns and types are those the SFT export expects.")

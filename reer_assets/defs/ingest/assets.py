@@ -8,9 +8,11 @@ import dagster as dg
 from reer_assets.core.ids import config_hash
 from reer_assets.core.ingest.domains import domain_spec
 from reer_assets.core.ingest.pipeline import CleaningConfig, domain_cleaning, ingest_domain
+from reer_assets.defs.automation import ingest_freshness, ingest_refresh
 from reer_assets.defs.partitions import domain_partitions
 from reer_assets.defs.resources import LineageResource
 from reer_assets.defs.stage import run_stage
+from reer_assets.lib import storage
 from reer_assets.lib.metadata import counts_table, preview, reason_counts
 
 
@@ -30,6 +32,8 @@ class IngestConfig(dg.Config):
     group_name="ingest",
     pool="duckdb",
     kinds={"polars", "duckdb"},
+    automation_condition=ingest_refresh,
+    freshness_policy=ingest_freshness,
 )
 def raw_documents(context: dg.AssetExecutionContext, config: IngestConfig, lineage: LineageResource) -> dg.MaterializeResult:
     """Documents of one domain read from its configured sources (domains.yaml: bundled corpus,
@@ -50,7 +54,7 @@ def raw_documents(context: dg.AssetExecutionContext, config: IngestConfig, linea
     frame = ingest_domain(domain, spec, cleaning, cfg_hash)
 
     def write(paths):
-        frame.write_parquet(paths["documents"])
+        storage.write_parquet(frame, paths["documents"])
         return _summary(frame)
 
     run = run_stage(context, "raw_documents", (cfg_hash, frame["id"].to_list(), frame["status"].to_list()),

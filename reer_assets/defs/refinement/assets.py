@@ -1,21 +1,34 @@
-"""refined_trajectories: the REER search for every (query, reference) of a domain."""
+"""refined_trajectories: the REER search for every (query, reference) of a domain.
+
+A domain may be split into shards (``shards: N`` in domains.yaml): one workload run per shard, all at
+once, combined into the partition's outputs. docs/scale.md, "Shards".
+"""
 
 
+import shutil
+import time
 from collections import Counter
-from typing import Optional
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, Optional
 
 import dagster as dg
 import polars as pl
 
 from reer_assets.core.ids import config_hash
+from reer_assets.core.ingest.domains import domain_shards
 from reer_assets.core.refinement import SearchConfig
+from reer_assets.core.schemas import TRAJECTORIES
+from reer_assets.defs.automation import after_upstream
 from reer_assets.defs.partitions import domain_partitions
 from reer_assets.defs.resources import LineageResource, ModelBackendResource, WorkloadRunner
 from reer_assets.defs.stage import StageRun, run_stage, upstream
 from reer_assets.lib import storage
-from reer_assets.lib.metadata import counts_table, histogram, mean, preview
-from reer_assets.lib.plots import markdown_image, score_distributions
+from reer_assets.lib.metadata import counts_table, histogram, md_table, mean, preview
+from reer_assets.lib.plots import gain_by_position, markdown_image, score_distributions
 from reer_assets.lib.profiles import ProfiledConfig, profile_name
+from reer_assets.workloads.refinement import error_class_of, explode, item_jobs, recover_shard
 
 SEARCH_FIELDS = {f for f in SearchConfig.__dataclass_fields__}
 
@@ -43,16 +56,165 @@ class SearchRunConfig(ProfiledConfig):
         return {k: v for k, v in self.resolved().items() if k in SEARCH_FIELDS}
 
 
-def failure_message(domain: str, frame: pl.DataFrame, bound: float) -> str:
-    """Why a partition failed: the count, the most common error class and one example of it."""
+def failure_message(domain: str, frame: pl.DataFrame, bound: float, failed_shards: list[dict] | None = None) -> str:
+    """Why a partition failed: the shard runs that failed (which, and their error), the count, the most
+    common error class and one example of it."""
     failed = frame.filter(pl.col("status") == "failed")
     reasons = failed["reject_reason"].fill_null("unknown").to_list()
     classes = Counter(r.split(":", 1)[0] for r in reasons)
     top, count = classes.most_common(1)[0]
     example = next(r for r in reasons if r.split(":", 1)[0] == top)
-    return (f"[{domain}] {failed.height} of {frame.height} items failed, above max_failure_rate={bound}. "
+    shards = "".join(f"{shard_failure_line(s)}. " for s in failed_shards or [])
+    return (f"[{domain}] {shards}{failed.height} of {frame.height} items failed, above max_failure_rate={bound}. "
             f"Most common error: {top} ({count} of {failed.height}), e.g. {example[:240]!r}. "
             "Finished items are checkpointed; the failed ones are retried on the next run.")
+
+
+def position_gains(trajectories: pl.DataFrame, steps: pl.DataFrame) -> pl.DataFrame:
+    """Score gain per segment position, from a partition's search steps (the same numbers as
+    ``sql/queries/search/1_gain_by_position.sql``): each step's gain is the best score before it
+    (the previous step's, else the initial score) minus the best score after it; steps are grouped
+    by where the rewritten segment sits in the initial thinking, in fifths (0 = the first 20%)."""
+    columns = {"position_fifth": pl.Int32, "steps": pl.UInt32, "accepted": pl.UInt32, "mean_gain": pl.Float64}
+    if steps.is_empty() or trajectories.is_empty():
+        return pl.DataFrame(schema=columns)
+    segments = trajectories.select(
+        pl.col("id").alias("trajectory_id"), "initial_score",
+        pl.col("trace_json").str.json_path_match("$.initial_segments").str.json_decode(pl.List(pl.String))
+        .list.len().alias("segments"))
+    joined = steps.join(segments, on="trajectory_id", how="inner").sort(["trajectory_id", "step_index"])
+    joined = joined.with_columns(
+        before=pl.col("best_score").shift(1).over("trajectory_id").fill_null(pl.col("initial_score")),
+        position_fifth=pl.min_horizontal(pl.lit(4), (5 * pl.col("step_index") / pl.max_horizontal(
+            pl.col("segments").fill_null(1), pl.lit(1))).floor()).cast(pl.Int32))
+    return (joined.group_by("position_fifth")
+            .agg(steps=pl.len(), accepted=pl.col("choice").is_not_null().sum().cast(pl.UInt32),
+                 mean_gain=(pl.col("before") - pl.col("best_score")).mean().round(5))
+            .sort("position_fifth").select(list(columns)))
+
+
+def gain_metadata(domain: str, trajectories: pl.DataFrame, steps: pl.DataFrame) -> dict:
+    """``gain_by_position`` (a table) and ``gain_plot`` (a PNG in markdown) for the UI."""
+    gains = position_gains(trajectories, steps)
+    if gains.is_empty():
+        return {"gain_by_position": dg.MetadataValue.md("_no search steps_")}
+    labels = [f"{20 * f}-{20 * f + 20}%" for f in gains["position_fifth"]]
+    return {
+        "gain_by_position": md_table(["segment position", "steps", "accepted", "mean gain"],
+                                     zip(labels, gains["steps"], gains["accepted"], gains["mean_gain"])),
+        "gain_plot": dg.MetadataValue.md(markdown_image(gain_by_position(
+            gains["position_fifth"].to_list(), gains["mean_gain"].fill_null(0.0).to_list(), gains["accepted"].to_list(),
+            gains["steps"].to_list(), f"{domain}: gain per segment position"), "gain per segment position")),
+    }
+
+
+# --- shards: one workload run per shard, at once, combined into the partition's outputs -----------------
+
+class ShardFailed(Exception):
+    """A shard's workload run failed (its process killed, its Ray job or pod lost, a crash); its items
+    that were not checkpointed are recorded as failed rows with the run's error class."""
+
+    def __init__(self, index: int, count: int, mode: str, error: BaseException):
+        self.error_class = error_class_of(error)
+        super().__init__(f"shard {index + 1} of {count} ({mode} runner): {str(error)[:400]}")
+
+
+@dataclass
+class ShardRun:
+    index: int
+    count: int
+    extras: dict[str, Any]
+    summary: Optional[dict[str, Any]] = None
+    error: Optional[BaseException] = None
+
+
+def shard_failure_line(shard: dict) -> str:
+    return f"Shard {shard['shard']} of {shard['of']} failed: {shard['error_class']}: {shard['error'][:300]}"
+
+
+def shard_runs(base: dict[str, Any], paths: dict[str, Path], count: int) -> list[ShardRun]:
+    """The runs of a partition: one shard writes the registered outputs itself; N shards each write
+    theirs under ``<work>/shards/<i>-of-<N>/`` (cleared first) and :func:`combine_shards` merges them.
+    The work folder, with the per-item checkpoints, is the same for every shard and shard count."""
+    if count == 1:
+        return [ShardRun(0, 1, {**base, "outputs": {name: str(path) for name, path in paths.items()}})]
+    runs = []
+    for index in range(count):
+        folder = Path(base["work"]) / "shards" / f"{index}-of-{count}"
+        shutil.rmtree(folder, ignore_errors=True)
+        runs.append(ShardRun(index, count, {**base, "shard": {"index": index, "count": count},
+                                            "outputs": {name: str(folder / f"{name}.parquet") for name in paths}}))
+    return runs
+
+
+def run_shards(context: dg.AssetExecutionContext, runner: WorkloadRunner, runs: list[ShardRun],
+               env: dict[str, str]) -> None:
+    """Start every shard's run (threads, each its own Pipes session; sequentially where the runner
+    cannot run several at once) and wait for all; a failed run is kept on its ShardRun, not raised."""
+
+    def one(shard: ShardRun) -> None:
+        try:
+            shard.summary = runner.run(context, "refinement", shard.extras, env)
+        except Exception as exc:  # noqa: BLE001 (any failure of one shard; the others go on)
+            shard.error = exc
+            context.log.error(f"[{context.partition_key}] shard {shard.index + 1} of {shard.count} failed: "
+                              f"{error_class_of(exc)}: {str(exc)[:400]}")
+
+    if len(runs) > 1 and runner.concurrent:
+        pool = ThreadPoolExecutor(max_workers=len(runs), thread_name_prefix="reer-shard")
+        futures = [pool.submit(one, shard) for shard in runs]
+        try:
+            for future in futures:
+                future.result()  # a termination of the Dagster run is raised here, in the step's thread
+        except BaseException:
+            stopped = runner.cancel(context.log.warning) if runner.mode == "ray" else []
+            context.log.warning(f"[{context.partition_key}] interrupted while shards ran"
+                                + (f"; stopped Ray jobs {', '.join(stopped)}" if stopped else ""))
+            pool.shutdown(wait=False, cancel_futures=True)
+            raise
+        pool.shutdown()
+    else:
+        for shard in runs:
+            one(shard)
+
+
+def combine_shards(runs: list[ShardRun], paths: dict[str, Path], base: dict[str, Any], mode: str,
+                   seconds: float) -> dict[str, Any]:
+    """Write the partition's outputs from its shards: each finished shard's rows, and for a failed shard
+    its checkpointed items plus a failed row for each of the others; in the order one run writes them.
+    Returns the combined workload summary (sums, and one entry per shard in ``shard_runs``)."""
+    rows: list[dict] = []
+    per_shard, totals = [], Counter()
+    for shard in runs:
+        if shard.error is None:
+            mine = storage.read_parquet(shard.extras["outputs"]["trajectories"]).to_dicts()
+            summary = shard.summary or {}
+            totals.update({k: int(summary.get(k) or 0) for k in
+                           ("made", "reused", "generator_calls", "scorer_calls", "cache_hits")})
+            entry = {"shard": shard.index + 1, "of": shard.count, "status": "ok", "items": len(mine),
+                     **{k: summary.get(k) for k in ("made", "reused", "failed", "seconds")}}
+        else:
+            failure = ShardFailed(shard.index, shard.count, mode, shard.error)
+            mine, recovered = recover_shard(shard.extras, failure)
+            totals["recovered"] += recovered
+            entry = {"shard": shard.index + 1, "of": shard.count, "status": "failed", "items": len(mine),
+                     "recovered": recovered, "failed": len(mine) - recovered,
+                     "error_class": failure.error_class, "error": str(failure)}
+        per_shard.append(entry)
+        rows.extend(mine)
+    order = {traj_id: k for k, _, _, traj_id in item_jobs({**base, "shard": None})}
+    rows.sort(key=lambda row: order.get(row["id"], len(order)))
+    frame = TRAJECTORIES.frame(rows)
+    steps, candidates = explode(rows)
+    for name, table in (("trajectories", frame), ("search_steps", steps), ("candidates", candidates)):
+        storage.write_parquet(table, paths[name])
+    concurrency = max((int((s.summary or {}).get("item_concurrency") or 0) for s in runs), default=0)
+    return {"rows": frame.height, "made": totals["made"], "reused": totals["reused"],
+            "failed": int((frame["status"] == "failed").sum()) if frame.height else 0,
+            "recovered": totals["recovered"], "item_concurrency": concurrency,
+            "generator_calls": totals["generator_calls"], "scorer_calls": totals["scorer_calls"],
+            "cache_hits": totals["cache_hits"], "seconds": round(seconds, 2), "shards": len(runs), "runner": mode,
+            "shard_runs": per_shard}
 
 
 @dg.asset(
@@ -61,6 +223,7 @@ def failure_message(domain: str, frame: pl.DataFrame, bound: float) -> str:
     group_name="refinement",
     pool="gpu",
     kinds={"python", "duckdb"},
+    automation_condition=after_upstream,
 )
 def refined_trajectories(
     context: dg.AssetExecutionContext,
@@ -74,11 +237,13 @@ def refined_trajectories(
     query and rollout: the initial thinking z0 and its score, the final thinking and score, and
     the full search trace (every step, every candidate with raw output and score, the choice).
 
-    Runs out of process (workload ``refinement``, pool ``gpu``); each finished item is checkpointed,
-    so an interrupted run resumes without redoing it. Partitioned by domain; Parquet under
-    ``reer/assets/refined_trajectories/<domain>/``; lineage tables ``trajectories``,
-    ``search_steps``, ``candidates``. Metadata: status counts, mean initial and final score, a plot
-    of both distributions, format rates and token counts.
+    Runs out of process (workload ``refinement``, pool ``gpu``; where: REER_WORKLOAD_RUNNER), one run
+    per shard of the domain (``shards: N`` in domains.yaml, default 1) at once; each finished item is
+    checkpointed, so an interrupted run resumes without redoing it, whatever the shard count.
+    Partitioned by domain; Parquet under ``reer/assets/refined_trajectories/<domain>/``; lineage
+    tables ``trajectories``, ``search_steps``, ``candidates``. Metadata: status counts, mean initial
+    and final score, a plot of both distributions, the score gain per segment position (table and
+    plot), format rates and token counts.
     """
     domain = context.partition_key
     search = config.search_config()
@@ -86,23 +251,41 @@ def refined_trajectories(
     # concurrency changes how fast, never what: it stays out of the ids
     cfg_hash = config_hash({"search": search, "seed": config.seed, "models": models})
 
+    # the shard count too changes how fast, never what: in no id, config hash or fingerprint
+    shards = domain_shards(domain)
+
     def search_items(paths):
-        return runner.run(context, "refinement", {
+        base = {
             "queries": str(storage.output_path("synthesized_queries", "queries", domain)),
-            "outputs": {name: str(path) for name, path in paths.items()},
             "work": str(storage.work_dir("refined_trajectories", domain, cfg_hash)),
             "config": {"search": search, "seed": config.seed, "item_concurrency": config.item_concurrency},
             "config_hash": cfg_hash,
             "generator_id": models[0],
             "scorer_id": models[1],
-        }, env={**generator.workload_env(), **scorer.workload_env()})
+        }
+        runner.check()  # a runner that lacks a setting fails here, not as N failed shards
+        runs = shard_runs(base, paths, shards)
+        if shards > 1:
+            context.log.info(f"[{domain}] {shards} shards, {runner.mode} runner"
+                             f"{', at once' if runner.concurrent else ', one after another'}")
+        started = time.perf_counter()
+        run_shards(context, runner, runs, env={**generator.workload_env(), **scorer.workload_env()})
+        if shards == 1 and runs[0].error is None:
+            return runs[0].summary  # the one run wrote the registered outputs itself
+        return combine_shards(runs, paths, base, runner.mode, time.perf_counter() - started)
 
     def failure_bound(run: StageRun) -> None:
         frame = run.read("trajectories")
         failed = int((frame["status"] == "failed").sum())
+        failed_shards = [s for s in (run.summary or {}).get("shard_runs", []) if s.get("status") == "failed"]
         if frame.height and failed / frame.height > config.max_failure_rate:
-            raise dg.Failure(failure_message(domain, frame, config.max_failure_rate),
-                             metadata={"failed": failed, "max_failure_rate": config.max_failure_rate})
+            raise dg.Failure(failure_message(domain, frame, config.max_failure_rate, failed_shards),
+                             metadata={"failed": failed, "max_failure_rate": config.max_failure_rate,
+                                       "failed_shards": [s["shard"] for s in failed_shards]})
+        if failed_shards and not run.reused:
+            context.log.warning(f"[{domain}] " + "; ".join(shard_failure_line(s) for s in failed_shards)
+                                + f"; {failed} of {frame.height} items failed, within max_failure_rate="
+                                f"{config.max_failure_rate}: the partition passes")
 
     run = run_stage(context, "refined_trajectories", (upstream("synthesized_queries", domain), cfg_hash),
                     search_items, lineage=lineage,
@@ -132,6 +315,7 @@ def refined_trajectories(
         "score_plot": dg.MetadataValue.md(markdown_image(score_distributions(
             ok["initial_score"].to_list(), ok["final_score"].to_list(), f"{domain}: initial vs final score"),
             "initial vs final score")),
+        **gain_metadata(domain, frame, steps),
         "final_score_histogram": histogram(ok["final_score"].to_list() if ok.height else [], [0, 0.5, 1.0, 1.5, 2.0]),
         "preview": preview(frame, ["document_id", "status", "initial_score", "final_score", "num_steps", "final_thinking"]),
     })

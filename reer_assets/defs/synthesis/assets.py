@@ -7,6 +7,7 @@ import dagster as dg
 
 from reer_assets.core.ids import config_hash
 from reer_assets.core.synthesis import QueryQC
+from reer_assets.defs.automation import after_upstream
 from reer_assets.defs.partitions import domain_partitions
 from reer_assets.defs.resources import LineageResource, ModelBackendResource, WorkloadRunner
 from reer_assets.defs.stage import run_stage, upstream
@@ -32,6 +33,7 @@ class SynthesisConfig(ProfiledConfig):
     group_name="synthesis",
     pool="gpu",
     kinds={"python", "duckdb"},
+    automation_condition=after_upstream,
 )
 def synthesized_queries(
     context: dg.AssetExecutionContext,

@@ -1,0 +1,1 @@
+"""experiments stage assets: the built-in ablations and their report."""

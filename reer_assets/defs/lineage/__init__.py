@@ -1,0 +1,1 @@
+"""lineage store assets: compaction of fragments-mode lineage."""
