@@ -15,7 +15,14 @@ import time
 
 def main() -> int:
     os.environ.setdefault("REER_PROFILE", "demo")
+    os.environ.setdefault("HF_HUB_DISABLE_PROGRESS_BARS", "1")  # no weight-loading bars from every workload
+    import warnings
+
     import dagster as dg
+
+    # Dagster's own notices about its preview/beta APIs (Pipes internals) say nothing to a demo user
+    warnings.filterwarnings("ignore", category=dg.PreviewWarning)
+    warnings.filterwarnings("ignore", category=dg.BetaWarning)
     import polars as pl
 
     from reer_assets.core.ingest.domains import domain_names
@@ -30,14 +37,14 @@ def main() -> int:
     timings = {}
     for domain in domain_names():
         t0 = time.perf_counter()
-        result = defs.get_job_def("domain_pipeline_job").execute_in_process(
+        result = defs.resolve_job_def("domain_pipeline_job").execute_in_process(
             partition_key=domain, instance=instance, raise_on_error=False, run_config=quiet)
         timings[domain] = time.perf_counter() - t0
         print(f"  {domain:<22} {'ok' if result.success else 'FAILED'} in {timings[domain]:.0f}s", flush=True)
         if not result.success:
             return 1
     t0 = time.perf_counter()
-    result = defs.get_job_def("model_pipeline_job").execute_in_process(instance=instance, raise_on_error=False,
+    result = defs.resolve_job_def("model_pipeline_job").execute_in_process(instance=instance, raise_on_error=False,
                                                                       run_config=quiet)
     timings["model_pipeline"] = time.perf_counter() - t0
     print(f"  {'dataset+train+bench':<22} {'ok' if result.success else 'FAILED'} in {timings['model_pipeline']:.0f}s", flush=True)
@@ -46,7 +53,7 @@ def main() -> int:
     print("Ablations (experiment_job per domain: variants, one checkpoint each, held-out evaluation, report):", flush=True)
     for domain in domain_names():
         t0 = time.perf_counter()
-        result = defs.get_job_def("experiment_job").execute_in_process(
+        result = defs.resolve_job_def("experiment_job").execute_in_process(
             partition_key=domain, instance=instance, raise_on_error=False, run_config=quiet)
         timings[f"experiment:{domain}"] = time.perf_counter() - t0
         print(f"  {domain:<22} {'ok' if result.success else 'FAILED'} in {timings[f'experiment:{domain}']:.0f}s",

@@ -1,6 +1,6 @@
 -- Tokens generated per accepted edit: every candidate's completion tokens over the edits that were kept.
 SELECT d.domain,
-       sum(c.completion_tokens) AS candidate_tokens,
+       CAST(sum(c.completion_tokens) AS BIGINT) AS candidate_tokens,
        count(*) FILTER (WHERE c.accepted) AS accepted_edits,
        round(sum(c.completion_tokens) / nullif(count(*) FILTER (WHERE c.accepted), 0), 1) AS tokens_per_accepted_edit
 FROM candidates c
