@@ -51,7 +51,10 @@ PROFILES: dict[str, dict[str, Any]] = {
     "test": {
         "search": {"stop_thresh": 0.25, "max_step": 2, "num_expansion": 2, "temperature": 0.8, "top_p": 0.85,
                    "top_k": 40, "max_tokens": 480, "edit_max_tokens": 256, "min_rollout_tokens": 48,
-                   "ban_foreign_tags": True, "num_rollouts": 1},
+                   "ban_foreign_tags": True, "num_rollouts": 1,
+                   # the toy model's paragraphs are short: at 100 characters most of its thinkings are one
+                   # segment and rejected before any step (docs/algorithm.md, deviation table)
+                   "min_segment_chars": 40},
         "synthesis": {"temperature": 0.7, "top_p": 0.9, "top_k": 40, "max_tokens": 64},
         "finetune": {"recipe": "embedded", "epochs": 1},
         "benchmark": {"max_tokens": 64, "temperature": 0.7, "top_p": 0.9, "top_k": 40},

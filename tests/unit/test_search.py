@@ -12,7 +12,7 @@ from reer_assets.core.refinement import ReerSearch, SearchConfig, SearchItem
 from reer_assets.core.trace import SearchTrace
 
 # the switches the test profile turns on for the embedded model (docs/algorithm.md)
-SMALL_MODEL = {"ban_foreign_tags": True, "min_rollout_tokens": 48}
+SMALL_MODEL = {"ban_foreign_tags": True, "min_rollout_tokens": 48, "min_segment_chars": 40}  # the test profile's switches
 PARAGRAPH = "Alright, the user wants a calm piece for new parents, and I will keep every sentence short and warm. "
 
 
@@ -44,7 +44,7 @@ class NeverScorer:
         raise AssertionError("a rejected rollout must not be scored")
 
 
-def searched(generator, scorer, item, config: SearchConfig, seeds=range(6)):
+def searched(generator, scorer, item, config: SearchConfig, seeds=range(10)):
     """The first trace of ``seeds`` whose initial thinking was usable: the embedded model writes an
     unsegmentable or too short one for some seeds, and these tests are about what comes after."""
     for seed in seeds:

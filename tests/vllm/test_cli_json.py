@@ -36,7 +36,10 @@ def score_args(tmp_path, bundled_item):
 
 
 def clean_env(extra: dict[str, str]) -> dict[str, str]:
-    return {**{k: v for k, v in os.environ.items() if not k.startswith(ROLE_PREFIXES)}, **extra}
+    # INFO: the shutdown check below reads vLLM's own log lines (an earlier in-process `reer bench` may have
+    # set VLLM_LOGGING_LEVEL=WARNING in this process's environment)
+    return {**{k: v for k, v in os.environ.items() if not k.startswith(ROLE_PREFIXES)},
+            "VLLM_LOGGING_LEVEL": "INFO", **extra}
 
 
 def test_score_json_with_the_in_process_engine(score_args, tmp_path, scorer_path):
