@@ -36,15 +36,15 @@ def score_args(tmp_path, bundled_item):
 
 
 def clean_env(extra: dict[str, str]) -> dict[str, str]:
-    # INFO: the shutdown check below reads vLLM's own log lines (an earlier in-process `reer bench` may have
-    # set VLLM_LOGGING_LEVEL=WARNING in this process's environment)
-    return {**{k: v for k, v in os.environ.items() if not k.startswith(ROLE_PREFIXES)},
-            "VLLM_LOGGING_LEVEL": "INFO", **extra}
+    return {**{k: v for k, v in os.environ.items() if not k.startswith(ROLE_PREFIXES)}, **extra}
 
 
 def test_score_json_with_the_in_process_engine(score_args, tmp_path, scorer_path):
     started = time.monotonic()
-    out, stdout = piped_to_json_load(score_args, {"REER_SCORER_BACKEND": "vllm"}, tmp_path / "stdout.json")
+    # INFO: the shutdown check below reads vLLM's own log lines (an earlier in-process `reer bench` may have
+    # set VLLM_LOGGING_LEVEL=WARNING in this process's environment)
+    out, stdout = piped_to_json_load(score_args, {"REER_SCORER_BACKEND": "vllm", "VLLM_LOGGING_LEVEL": "INFO"},
+                                     tmp_path / "stdout.json")
     assert out.returncode == 0, out.stderr[-4000:]
     assert len(stdout.splitlines()) == 1, stdout[:2000]  # the engine's ~40 log lines are not on stdout ...
     result = json.loads(stdout)
