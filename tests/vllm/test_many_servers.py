@@ -167,13 +167,12 @@ def test_a_dead_first_server_scoring_goes_through_the_second(vllm_server, embedd
     both = OpenAIClient(BackendSpec(backend="openai", base_url=f"{dead},{vllm_server.base_url}",
                                     tokenizer=str(embedded_path), backoff_s=0.05))
     alone = OpenAIClient(BackendSpec(backend="openai", base_url=vllm_server.base_url, tokenizer=str(embedded_path)))
-    started = time.perf_counter()
     through_second = OpenAIScorer(both, "openai").score([request] * 3)
-    seconds = time.perf_counter() - started
     reference = OpenAIScorer(alone, "openai").score([request] * 3)
     assert [score_of(r) for r in through_second] == pytest.approx([score_of(r) for r in reference], abs=SCORE_TOLERANCE)
     assert len(through_second[0].token_logprobs) > 3
     servers = both.usage.servers
     assert servers[dead]["set_asides"] >= 1 and servers[dead]["requests"] == 0, servers
     assert servers[vllm_server.base_url]["requests"] >= 2 and servers[vllm_server.base_url]["failures"] == 0, servers
-    assert both.usage.failures == 0 and seconds < 30
+    # no retry (and so no back-off wait) was spent on the dead server: counted, not timed
+    assert both.usage.failures == 0 and both.usage.retries == 0, both.usage
