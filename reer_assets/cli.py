@@ -92,9 +92,12 @@ def _search_items(args: argparse.Namespace) -> list:
     if args.items is None:
         if args.query is None or args.reference is None:
             raise ValueError("reer search needs --query and --reference, or --items FILE.jsonl")
-        return [SearchItem(item_id=args.item_id, query=args.query, reference=_read(args.reference))]
-    if args.query is not None or args.reference is not None:
-        raise ValueError("--items cannot be combined with --query/--reference")
+        initial = _read(args.initial_thinking) if args.initial_thinking else None
+        return [SearchItem(item_id=args.item_id, query=args.query, reference=_read(args.reference),
+                           initial_thinking=initial)]
+    if args.query is not None or args.reference is not None or args.initial_thinking is not None:
+        raise ValueError("--items cannot be combined with --query/--reference/--initial-thinking "
+                         "(give an item's own thinking as 'initial_thinking' in its line)")
     items = []
     for number, line in enumerate(_read(args.items).splitlines(), 1):
         if not line.strip():
@@ -107,7 +110,7 @@ def _search_items(args: argparse.Namespace) -> list:
         if not query or not reference:
             raise ValueError(f"{args.items}:{number}: needs 'query' (or 'request') and 'reference' (or 'text')")
         items.append(SearchItem(item_id=str(row.get("item_id", row.get("id", f"item-{number}"))), query=query,
-                                reference=reference))
+                                reference=reference, initial_thinking=row.get("initial_thinking")))
     if not items:
         raise ValueError(f"{args.items}: no items")
     return items
@@ -124,11 +127,25 @@ def rejection_advice(trace, config) -> str:
                f"paragraphs of {config.min_segment_chars}+ characters to rewrite")
     else:
         why = reason
-    lower = max(1, config.min_rollout_tokens // 2)
+    if reason == "initial_rollout_unsegmentable":  # a lower token floor cannot make one segment into two
+        lower = f"--min-segment-chars {max(1, config.min_segment_chars // 2)} (close segments at shorter paragraphs)"
+    else:
+        lower = f"--min-rollout-tokens {max(1, config.min_rollout_tokens // 2)} (accept shorter thinkings)"
     return (f"reer: item {trace.item_id!r}: the initial thinking was rejected ({reason}): {why}.\n"
-            f"  try: --min-rollout-tokens {lower} (accept shorter thinkings); another --seed (e.g. --seed "
+            f"  try: {lower}; another --seed (e.g. --seed "
             f"{trace.seed + 1}); or a stronger generator: REER_GENERATOR_BACKEND=openai with REER_GENERATOR_BASE_URL "
             f"and REER_GENERATOR_MODEL (or REER_GENERATOR_BACKEND=hf|vllm with REER_GENERATOR_MODEL=PATH)")
+
+
+def _profile_search(name: str | None) -> dict:
+    """The search settings of a profile (--profile, else REER_PROFILE, else default), as the assets use them."""
+    from dataclasses import fields
+
+    from reer_assets.core.refinement import SearchConfig
+    from reer_assets.lib.profiles import profile
+
+    known = {f.name for f in fields(SearchConfig)}
+    return {k: v for k, v in profile(name)["search"].items() if k in known}
 
 
 def cmd_search(args: argparse.Namespace) -> int:
@@ -140,8 +157,9 @@ def cmd_search(args: argparse.Namespace) -> int:
     overrides = {k: v for k, v in {
         "max_step": args.max_step, "num_expansion": args.num_expansion, "stop_thresh": args.stop_thresh,
         "max_tokens": args.max_tokens, "min_rollout_tokens": args.min_rollout_tokens,
+        "min_segment_chars": args.min_segment_chars,
     }.items() if v is not None}
-    config = SearchConfig(**overrides)
+    config = SearchConfig(**{**_profile_search(args.profile), **overrides})
     search = ReerSearch(generator, scorer, config, seed=args.seed)
     traces = []
     for item in progress.iterate(items, f"searching {len(items)} item{'s' * (len(items) > 1)}"):
@@ -354,6 +372,12 @@ def build_parser() -> argparse.ArgumentParser:
                         "optional item_id; --json prints one document with every trace")
     search.add_argument("--item-id", default="cli-item")
     search.add_argument("--seed", type=int, default=0)
+    search.add_argument("--initial-thinking", help="file with a thinking to start from instead of sampling one "
+                        "(it is segmented and searched as a sampled one)")
+    search.add_argument("--profile", help="the profile whose search settings are the defaults (default: "
+                        "REER_PROFILE, else 'default'); the flags below override them")
+    search.add_argument("--min-segment-chars", type=int,
+                        help="a paragraph closes a segment from this many characters (official: 100)")
     search.add_argument("--max-step", type=int)
     search.add_argument("--num-expansion", type=int)
     search.add_argument("--stop-thresh", type=float)

@@ -68,6 +68,9 @@ class SearchItem:
     item_id: str
     query: str
     reference: str
+    # start from this thinking instead of sampling one (a user's own plan, an official run's initial_response):
+    # it is segmented and searched exactly as a sampled one, and the rollout's token floor does not apply
+    initial_thinking: str | None = None
 
 
 def derive_seed(seed: int, *parts: object) -> int:
@@ -148,6 +151,8 @@ class ReerSearch:
         self, item: SearchItem, prompts: PromptSet, rollout: int, trace: SearchTrace
     ) -> Segmentation | None:
         cfg = self.config
+        if item.initial_thinking is not None:
+            return self._given_rollout(item.initial_thinking, trace)
         rng = random.Random(derive_seed(self.seed, item.item_id, rollout, "opener"))
         opener = prompts.draw_opener(rng)
         request = GenerationRequest(
@@ -167,6 +172,17 @@ class ReerSearch:
         if completion.completion_tokens < cfg.min_rollout_tokens:
             return self._reject(trace, "initial_rollout_too_short")
         segmentation = segment(thinking, cfg.min_segment_chars)
+        trace.initial_segments = list(segmentation.segments)
+        if len(segmentation) <= 1:
+            return self._reject(trace, "initial_rollout_unsegmentable")
+        return segmentation
+
+    def _given_rollout(self, thinking: str, trace: SearchTrace) -> Segmentation | None:
+        trace.opener = ""
+        trace.initial_raw = THINK_PREFILL + thinking
+        trace.initial_thinking = thinking
+        trace.initial_closed = True
+        segmentation = segment(thinking, self.config.min_segment_chars)
         trace.initial_segments = list(segmentation.segments)
         if len(segmentation) <= 1:
             return self._reject(trace, "initial_rollout_unsegmentable")

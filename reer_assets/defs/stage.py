@@ -1,9 +1,18 @@
 """The skeleton every stage asset shares, written once.
 
-fingerprint (inputs + config + models) → up to date? → produce the outputs (usually a workload) →
-load the lineage rows → check → save the fingerprint → metadata with the data version. An asset
-partition whose fingerprint is unchanged and whose outputs exist is reused without calling a model;
-a check that fails leaves the fingerprint unsaved, so the next run recomputes.
+fingerprint (code version + inputs + config + models) → up to date? → remove the stored fingerprint →
+produce the outputs (usually a workload) → load the lineage rows → check → save the fingerprint →
+metadata with the data version. An asset partition whose fingerprint is unchanged and whose outputs
+exist is reused without calling a model.
+
+Outputs and fingerprint change together or not at all: the stored fingerprint is removed before the
+outputs are touched and written only after the check passed, so a run that fails its check or is killed
+anywhere in between leaves *no* fingerprint, and the next run of any config recomputes. Downstream
+stages read upstream fingerprints, so they fail clearly ("not materialised") instead of reading another
+config's rows under a stale fingerprint.
+
+Every stage asset declares a Dagster ``code_version`` (shown in the UI, in the asset's details); it is
+part of the fingerprint, so bumping it when a stage's logic changes makes the next run recompute.
 """
 
 from __future__ import annotations
@@ -49,6 +58,16 @@ def partition_of(context: dg.AssetExecutionContext) -> str | None:
     return context.partition_key
 
 
+def code_version_of(context: dg.AssetExecutionContext) -> str:
+    """The asset's declared Dagster code version; a stage without one could never invalidate its reuse."""
+    version = context.assets_def.code_versions_by_key.get(context.asset_key)
+    if not version:
+        raise dg.DagsterInvariantViolationError(
+            f"{context.asset_key.to_user_string()} declares no code_version: every stage asset needs one "
+            "(it is part of the fingerprint; bump it when the stage's logic changes)")
+    return version
+
+
 def run_stage(
     context: dg.AssetExecutionContext,
     asset: str,
@@ -68,13 +87,14 @@ def run_stage(
     ``requires`` are files outside the asset folder that must exist for a reuse (a checkpoint folder's).
     """
     partition = partition_of(context)
-    fingerprint = fingerprints.compute(asset, *parts)
+    fingerprint = fingerprints.compute(asset, code_version_of(context), *parts)
     paths = storage.output_paths(asset, partition)
     reused = fingerprints.is_current(asset, partition, fingerprint, [*paths.values(), *(requires or [])])
     if reused:
         summary = (fingerprints.stored(asset, partition) or {}).get("summary", {})
         context.log.info(f"[{partition or asset}] {asset} is up to date (fingerprint {fingerprint}): reused")
     else:
+        fingerprints.clear(asset, partition)  # from here until save(), the folder claims no config
         for path in paths.values():
             storage.makedirs(path.parent)
         summary = produce(paths) or {}

@@ -10,11 +10,11 @@ from reer_assets.core.ids import config_hash
 from reer_assets.lib import storage
 from reer_assets.lib.storage import AnyPath, asset_dir
 
-CODE_VERSION = "1"
+SCHEME = "2"  # how a fingerprint is made; each stage's own logic version is its Dagster code_version
 
 
-def compute(asset: str, *parts: Any) -> str:
-    return config_hash({"asset": asset, "code": CODE_VERSION, "parts": parts})
+def compute(asset: str, code_version: str, *parts: Any) -> str:
+    return config_hash({"asset": asset, "scheme": SCHEME, "code_version": code_version, "parts": parts})
 
 
 def stored(asset: str, partition: str | None) -> dict[str, Any] | None:
@@ -35,6 +35,11 @@ def upstream(asset: str, partition: str | None) -> str:
 def is_current(asset: str, partition: str | None, fingerprint: str, outputs: list[AnyPath]) -> bool:
     record = stored(asset, partition)
     return bool(record and record["fingerprint"] == fingerprint and all(storage.exists(p) for p in outputs))
+
+
+def clear(asset: str, partition: str | None) -> None:
+    """Forget the stored fingerprint before outputs are rewritten (stage.run_stage writes it back last)."""
+    storage.remove(asset_dir(asset, partition) / "fingerprint.json")
 
 
 def save(asset: str, partition: str | None, fingerprint: str, summary: dict[str, Any]) -> None:

@@ -73,7 +73,7 @@ def history(tmp_path_factory, embedded_path):
             run_ids = assert_driven_ok(drive(home, env, steps, log_name=f"{name}.log"), len(steps))
             states[name] = {"runs": run_ids, "lineage": snapshot(home), "parquet": parquet_ids(home),
                             "meta": {a: materializations(home, a)[-1] for a in PARTITIONED},
-                            "requests": len(server.requests)}
+                            "requests": len(server.requests), "implied": implied_counts(home)}
 
         step("first")
         step("again")  # same inputs, same config: reused
@@ -87,9 +87,25 @@ def history(tmp_path_factory, embedded_path):
         server.stop()
 
 
-def test_every_table_has_rows(history):
-    for table, frame in history["first"]["lineage"].items():
-        assert frame.height > 0, table
+def implied_counts(home) -> dict[str, int]:
+    """What the other tables imply each table should hold: the steps the stored traces record, and the
+    accepted rows of the current dataset."""
+    return lineage(home, """
+        SELECT (SELECT CAST(coalesce(sum(json_array_length(trace_json -> '$.steps')), 0) AS BIGINT)
+                FROM trajectories WHERE status = 'ok') AS steps_in_traces,
+               (SELECT count(*) FROM dataset_rows WHERE status = 'accepted') AS accepted_rows""").row(0, named=True)
+
+
+def test_every_table_holds_what_the_inputs_imply(history):
+    """Three pieces, one rollout each (test profile), two candidates per step: exact counts, and the
+    search tables agree with the traces they came from."""
+    counts = {table: frame.height for table, frame in history["first"]["lineage"].items()}
+    implied = history["first"]["implied"]
+    assert counts["documents"] == counts["queries"] == counts["trajectories"] == counts["dataset_rows"] == 3, counts
+    assert counts["datasets"] == 1
+    assert counts["search_steps"] == implied["steps_in_traces"] >= 1, (counts, implied)
+    assert counts["candidates"] == 2 * counts["search_steps"]
+    assert counts["dataset_members"] == implied["accepted_rows"], (counts, implied)
 
 
 @pytest.mark.parametrize("state", ["again", "forced"])

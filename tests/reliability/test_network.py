@@ -8,6 +8,7 @@ launcher passes ``--host 127.0.0.1``.
 
 from __future__ import annotations
 
+import json
 import os
 import re
 import signal
@@ -52,6 +53,21 @@ def _listening(root: psutil.Process) -> set[tuple[str, int, int]]:
     return found
 
 
+def _graphql(port: int, query: str) -> dict:
+    request = urllib.request.Request(f"http://127.0.0.1:{port}/graphql", data=json.dumps({"query": query}).encode(),
+                                     headers={"Content-Type": "application/json"})
+    with urllib.request.urlopen(request, timeout=30) as response:
+        return json.loads(response.read())["data"]
+
+
+def _all_servers_up(port: int) -> bool:
+    data = _graphql(port, "{ workspaceOrError { ... on Workspace { locationEntries { name loadStatus } } } "
+                          "instance { daemonHealth { allDaemonStatuses { daemonType required healthy } } } }")
+    locations = data["workspaceOrError"]["locationEntries"]
+    daemons = [d for d in data["instance"]["daemonHealth"]["allDaemonStatuses"] if d["required"]]
+    return bool(locations) and all(e["loadStatus"] == "LOADED" for e in locations) and all(d["healthy"] for d in daemons)
+
+
 @pytest.mark.slow
 def test_dagster_dev_as_make_ui_starts_it_listens_on_loopback_only(tmp_path):
     home = new_home(tmp_path, "home")
@@ -70,11 +86,18 @@ def test_dagster_dev_as_make_ui_starts_it_listens_on_loopback_only(tmp_path):
             except OSError:
                 time.sleep(1.0)
         assert ready, (tmp_path / "ui.log").read_text(errors="replace")[-4000:]
-        time.sleep(3.0)  # let the daemon and the code server settle
-        sockets = _listening(psutil.Process(process.pid))
-        print(f"\nlistening sockets of `make ui`: {sorted(sockets)}")
-        assert any(p == port for _, p, _ in sockets), sockets
-        exposed = [s for s in sockets if s[0] not in LOOPBACK]
+        # scan once every server it starts is up (the code location loaded, every required daemon healthy),
+        # as the webserver itself reports it, and again at the end, so a late bind does not pass unseen
+        while not _all_servers_up(port):
+            assert process.poll() is None, (tmp_path / "ui.log").read_text(errors="replace")[-4000:]
+            assert time.monotonic() < deadline, "the code location or the daemon never came up"
+            time.sleep(0.5)  # a polling interval
+        first = _listening(psutil.Process(process.pid))
+        _graphql(port, "{ assetNodes { assetKey { path } } }")  # use it: the code server answers
+        last = _listening(psutil.Process(process.pid))
+        print(f"\nlistening sockets of `make ui`: {sorted(first | last)}")
+        assert any(p == port for _, p, _ in first), first
+        exposed = [s for s in first | last if s[0] not in LOOPBACK]
         assert not exposed, f"listening beyond loopback: {exposed}"
     finally:
         os.killpg(process.pid, signal.SIGTERM)  # what Ctrl-C in `make ui` amounts to

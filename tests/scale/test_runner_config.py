@@ -4,6 +4,10 @@ assignment. The Ray runner is also tested for real (test_ray_runner.py)."""
 
 from __future__ import annotations
 
+import os
+import subprocess
+import sys
+
 import pytest
 
 from reer_assets import settings
@@ -112,7 +116,13 @@ def test_slurm_job_script_renders_partition_gpus_time_and_command():
 
 def test_shards_are_stable_and_cover_every_query():
     ids = [f"q_{k:04d}" for k in range(600)]
-    assert shard_of("q_0000", 3) == shard_of("q_0000", 3)  # a pure function of the id
+    # a pure function of the id: another interpreter with another str-hash seed assigns the same shards
+    # (Python's hash() would not: it is salted per process)
+    other = subprocess.run([sys.executable, "-c", "from reer_assets.workloads.refinement import shard_of; "
+                            "print([shard_of(f'q_{k:04d}', 7) for k in range(600)])"],
+                           capture_output=True, text=True, timeout=120, env={**os.environ, "PYTHONHASHSEED": "12345"})
+    assert other.returncode == 0, other.stderr
+    assert other.stdout.strip() == str([shard_of(i, 7) for i in ids])
     assert [shard_of(i, 1) for i in ids[:5]] == [0] * 5
     for count in (2, 3, 7):
         groups = [[i for i in ids if shard_of(i, count) == s] for s in range(count)]

@@ -61,14 +61,7 @@ def second_server(second_server_starting, vllm_server, embedded_path):
     return server
 
 
-def http_client():
-    """The HTTP client the refinement workload will use (``load_generator`` keeps one per backend spec)."""
-    from reer_assets.backends.config import BackendSpec, _client
-
-    return _client(BackendSpec.from_env("generator"))
-
-
-def search_domain(home, domains_file, base_url: str, model: str, during=None) -> dict:
+def search_domain(home, domains_file, base_url: str, model: str) -> dict:
     """raw_documents -> refined_trajectories of the small domain with both roles on ``base_url``."""
     from reer_assets.defs.resources import LineageResource, WorkloadRunner, backend_resource
 
@@ -87,13 +80,8 @@ def search_domain(home, domains_file, base_url: str, model: str, during=None) ->
         materialize("raw_documents")
         materialize("synthesized_queries")
         started = time.perf_counter()
-        watcher = threading.Thread(target=during, args=(http_client(),), daemon=True) if during else None
-        if watcher:
-            watcher.start()
         meta = metadata(materialize("refined_trajectories"), "refined_trajectories")
-        seconds = time.perf_counter() - started
-        if watcher:
-            watcher.join(timeout=5)
+        seconds = time.perf_counter() - started  # printed, never asserted
         frame = pl.read_parquet(home / "reer/assets/refined_trajectories/education/trajectories.parquet")
     return {"meta": meta, "frame": frame.sort("id"), "seconds": seconds}
 
@@ -104,23 +92,29 @@ def runs(second_server, vllm_server, embedded_path, tmp_path_factory):
     domains = write_domains_file(root, pieces=PIECES)
     one = search_domain(root / "one", domains, vllm_server.base_url, str(embedded_path))
     killed: dict = {}
+    from reer_assets.backends.openai_compat import OpenAIClient, _public_url
 
-    def kill_second_mid_run(client) -> None:
-        """SIGKILL the second server's process group once it has answered a few requests and has some in flight."""
+    route, once = OpenAIClient._acquire, threading.Lock()
+
+    def route_then_kill(client):
+        """Routing as usual; the first request routed to the second server after it has answered 3 is the
+        moment: SIGKILL its process group before the request goes out, so that request (and any other in
+        flight there) meets a dead server. An event in the request path, not a moment read off a clock."""
+        server = route(client)
         url = second_server.base_url
-        deadline = time.monotonic() + 600
-        while time.monotonic() < deadline:
-            answered, in_flight = client.usage.servers[url]["requests"], client.in_flight()[url]
-            if answered >= 3 and in_flight >= 1:
-                break
-            time.sleep(0.01)
-        killed.update(requests_before=answered, in_flight=in_flight)
-        os.killpg(second_server.process.pid, signal.SIGKILL)
-        second_server.process.wait(timeout=30)
-        killed["at"] = time.perf_counter()
+        with once:
+            answered = client.usage.servers.get(url, {}).get("requests", 0)
+            if not killed and _public_url(server.url) == url and answered >= 3:
+                killed.update(requests_before=answered, in_flight=server.in_flight)
+                os.killpg(second_server.process.pid, signal.SIGKILL)
+                second_server.process.wait(timeout=30)
+                killed["at"] = time.perf_counter()
+        return server
 
-    two = search_domain(root / "two", domains, f"{vllm_server.base_url},{second_server.base_url}", str(embedded_path),
-                        during=kill_second_mid_run)
+    with pytest.MonkeyPatch.context() as patch:
+        patch.setattr(OpenAIClient, "_acquire", route_then_kill)
+        two = search_domain(root / "two", domains, f"{vllm_server.base_url},{second_server.base_url}",
+                            str(embedded_path))
     return {"one": one, "two": two, "killed": killed, "urls": (vllm_server.base_url, second_server.base_url)}
 
 

@@ -80,6 +80,7 @@ def keep_best_rollout(frame: pl.DataFrame) -> pl.DataFrame:
 
 
 @dg.asset(
+    code_version="1",
     partitions_def=domain_partitions,
     deps=["refined_trajectories"],
     group_name="curation",
@@ -135,6 +136,7 @@ def to_chat(frame: pl.DataFrame) -> pl.DataFrame:
 
 
 @dg.asset(
+    code_version="1",
     deps=[dg.AssetDep("filtered_dataset", partition_mapping=dg.AllPartitionMapping())],
     group_name="curation",
     pool="duckdb",

@@ -66,7 +66,7 @@ def judged_table(summary: dict) -> list[tuple]:
     return rows
 
 
-@dg.asset(deps=["base_model", "finetuned_checkpoint"], group_name="evaluation", pool="gpu", kinds={"pytorch", "duckdb"})
+@dg.asset(code_version="1", deps=["base_model", "finetuned_checkpoint"], group_name="evaluation", pool="gpu", kinds={"pytorch", "duckdb"})
 def benchmark_scores(
     context: dg.AssetExecutionContext, config: BenchmarkConfig, lineage: LineageResource, runner: WorkloadRunner,
     judge: ModelBackendResource,

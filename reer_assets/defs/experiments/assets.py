@@ -62,6 +62,7 @@ def accepted_items(domain: str) -> tuple[list[dict], int]:
 
 
 @dg.asset(
+    code_version="1",
     partitions_def=domain_partitions,
     deps=["filtered_dataset", "refined_trajectories"],
     group_name="experiments",
@@ -154,6 +155,7 @@ def variant_order(domain: str, frame: pl.DataFrame) -> list[str]:
 
 
 @dg.asset(
+    code_version="1",
     partitions_def=domain_partitions,
     deps=["ablation_datasets", "base_model"],
     group_name="experiments",
@@ -242,6 +244,7 @@ class AblationEvalConfig(ProfiledConfig):
 
 
 @dg.asset(
+    code_version="1",
     partitions_def=domain_partitions,
     deps=["ablation_checkpoints"],
     group_name="experiments",
@@ -316,6 +319,7 @@ def _budget(trainings: dict[str, dict], checkpoints: pl.DataFrame) -> dict:
 
 
 @dg.asset(
+    code_version="1",
     deps=[dg.AssetDep("ablation_results", partition_mapping=dg.AllPartitionMapping())],
     group_name="experiments",
     pool="duckdb",

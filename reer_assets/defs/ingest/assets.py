@@ -28,6 +28,7 @@ class IngestConfig(dg.Config):
 
 
 @dg.asset(
+    code_version="1",
     partitions_def=domain_partitions,
     group_name="ingest",
     pool="duckdb",

@@ -6,7 +6,7 @@ from reer_assets.lib import duckdb_store
 from reer_assets.lib.metadata import counts_table
 
 
-@dg.asset(group_name="lineage", pool="duckdb", kinds={"duckdb", "parquet"})
+@dg.asset(code_version="1", group_name="lineage", pool="duckdb", kinds={"duckdb", "parquet"})
 def lineage_compaction(context: dg.AssetExecutionContext) -> dg.MaterializeResult:
     """With ``REER_LINEAGE_MODE=fragments``, every lineage write appends Parquet fragments under
     ``<storage root>/lineage/<table>/``; this merges each table's fragments into one file, de-duplicated

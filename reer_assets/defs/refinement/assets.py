@@ -218,6 +218,7 @@ def combine_shards(runs: list[ShardRun], paths: dict[str, Path], base: dict[str,
 
 
 @dg.asset(
+    code_version="1",
     partitions_def=domain_partitions,
     deps=["synthesized_queries"],
     group_name="refinement",

@@ -28,6 +28,7 @@ class SynthesisConfig(ProfiledConfig):
 
 
 @dg.asset(
+    code_version="1",
     partitions_def=domain_partitions,
     deps=["raw_documents"],
     group_name="synthesis",

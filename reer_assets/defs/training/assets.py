@@ -29,7 +29,7 @@ def pointer(asset: str) -> dict:
         raise dg.Failure(str(exc)) from exc
 
 
-@dg.asset(group_name="training", pool="gpu", kinds={"pytorch"})
+@dg.asset(code_version="1", group_name="training", pool="gpu", kinds={"pytorch"})
 def base_model(context: dg.AssetExecutionContext, config: BaseModelConfig, runner: WorkloadRunner) -> dg.MaterializeResult:
     """The model to fine-tune: the embedded default (built or reused through the ``training``
     workload) or a user-set path/id, recorded as is. Unpartitioned; pointer file at
@@ -73,7 +73,7 @@ class FinetuneConfig(ProfiledConfig):
         return {"recipe": spec, "general_data": self.general_data, "mix_ratio": self.mix_ratio}
 
 
-@dg.asset(deps=["base_model", "sft_dataset"], group_name="training", pool="gpu", kinds={"pytorch"})
+@dg.asset(code_version="1", deps=["base_model", "sft_dataset"], group_name="training", pool="gpu", kinds={"pytorch"})
 def finetuned_checkpoint(
     context: dg.AssetExecutionContext, config: FinetuneConfig, lineage: LineageResource, runner: WorkloadRunner
 ) -> dg.MaterializeResult:
