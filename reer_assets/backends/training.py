@@ -1,9 +1,9 @@
 """Supervised fine-tuning with TRL's SFTTrainer (and PEFT LoRA), as practitioners run it.
 
 The loss is on the assistant turn only. With a chat template that marks the assistant turn
-(``{% generation %}``, as the embedded model's does) the rows train as they are stored
-(``messages``, TRL's ``assistant_only_loss``); with any other template they train as
-prompt/completion pairs (``completion_only_loss``). Either way the trainer first proves that the
+(``{% generation %}`` … ``{% endgeneration %}``) the rows train as they are stored (``messages``,
+TRL's ``assistant_only_loss``); with any other template, the embedded model's included, they train
+as prompt/completion pairs (``completion_only_loss``). Either way the trainer first proves that the
 thinking is inside the trained tokens (a template that drops it is refused by name), applies the
 recipe's length policy and reports what it cut, and writes a loadable checkpoint with its card.
 The embedded model trains on the CPU through this same code path.
