@@ -8,7 +8,13 @@ The variants are built from the same accepted items and share their item ids and
 * ``random_edits``: as many accepted edits per item as ``searched`` made, but each chosen at random
   among the candidates that were generated (at a random step that had one) instead of by score;
   this isolates the scorer's guidance;
-* ``no_reflection``: z* with the reflection cues removed by :func:`strip_reflection`.
+* ``no_reflection``: z* with the reflection cues removed by :func:`strip_reflection`;
+* ``shuffled``: a control with a known, harmful effect: each item gets z* of *another* item of the same
+  domain (a seeded derangement, :func:`shuffled_thinking`), so the thinking mismatches its answer. An
+  experiment that cannot tell it from ``searched`` cannot judge the search either.
+
+The report adds one more row that is not a dataset: ``base``, the base model without fine-tuning,
+evaluated the same way (the floor).
 
 Intervals are percentile bootstraps that resample *items* (all seeds of an item move together),
 so seeds are not counted as independent evidence.
@@ -23,6 +29,7 @@ import re
 import statistics
 from collections import defaultdict
 from dataclasses import dataclass
+from statistics import NormalDist
 from typing import Any, Mapping, Sequence
 
 from reer_assets.core.chat_format import conversation
@@ -31,7 +38,7 @@ from reer_assets.core.markdown import markdown_table
 from reer_assets.core.refinement import derive_seed, recompose
 from reer_assets.core.trace import SearchTrace
 
-VARIANTS = ("searched", "initial", "no_thinking", "random_edits", "no_reflection")
+VARIANTS = ("searched", "initial", "no_thinking", "random_edits", "no_reflection", "shuffled")
 
 # A reflection cue where it opens a sentence (start of text, after . ! ? or a line break), with its
 # punctuation and a following "maybe"; the first letter after it is capitalised.
@@ -89,6 +96,8 @@ def variant_thinking(variant: str, trace: SearchTrace, seed: int) -> str:
         return random_edit_thinking(trace, seed)[0]
     if variant == "no_reflection":
         return strip_reflection(trace.final_thinking)
+    if variant == "shuffled":
+        raise ValueError("shuffled takes another item's thinking: build it with variant_rows or shuffled_thinking")
     raise ValueError(f"unknown variant {variant!r}; known: {', '.join(VARIANTS)}")
 
 
@@ -98,9 +107,43 @@ class Interval:
     low: float | None
     high: float | None
     n: int  # items
+    sd: float | None = None  # standard deviation of the per-item values (an item's seeds averaged first)
 
     def to_dict(self) -> dict[str, Any]:
         return {"mean": self.mean, "ci_low": self.low, "ci_high": self.high, "n": self.n}
+
+    @property
+    def mde(self) -> float | None:
+        """The smallest true difference this comparison would detect (see :func:`minimum_detectable_effect`)."""
+        return minimum_detectable_effect(self.sd, self.n)
+
+    def prompts_needed(self, effect: float | None = None) -> int | None:
+        """Items needed to detect ``effect`` (default: the observed mean) at the same per-item spread."""
+        return prompts_needed(self.sd, self.mean if effect is None else effect)
+
+
+# Power analysis of a paired comparison, analytic (normal approximation): the standard error is the
+# per-item differences' sample standard deviation over sqrt(n); a two-sided test at level ALPHA detects a
+# true difference delta with probability POWER when |delta| >= (z_{1-alpha/2} + z_power) * SE.
+ALPHA, POWER = 0.05, 0.80
+_Z = NormalDist()
+DETECTION_FACTOR = _Z.inv_cdf(1 - ALPHA / 2) + _Z.inv_cdf(POWER)  # 1.960 + 0.842 = 2.802
+
+
+def minimum_detectable_effect(sd: float | None, n: int) -> float | None:
+    """MDE at 80% power and alpha 0.05 for a paired difference of ``n`` items whose per-item differences
+    spread with standard deviation ``sd``: it shrinks as 1/sqrt(n). None below two items."""
+    if sd is None or n < 2:
+        return None
+    return DETECTION_FACTOR * sd / math.sqrt(n)
+
+
+def prompts_needed(sd: float | None, effect: float | None) -> int | None:
+    """The items a paired comparison needs to detect a true difference of ``effect`` with 80% power at
+    alpha 0.05, given the per-item spread ``sd`` (at least 2). None when either is unknown or the effect is 0."""
+    if sd is None or effect is None or effect == 0:
+        return None
+    return max(2, math.ceil((DETECTION_FACTOR * sd / abs(effect)) ** 2 - 1e-9))  # not 41 for a float 40.0000001
 
 
 def bootstrap_mean(values_by_item: Mapping[Any, Sequence[float]], resamples: int = 2000, level: float = 0.95,
@@ -114,6 +157,7 @@ def bootstrap_mean(values_by_item: Mapping[Any, Sequence[float]], resamples: int
     mean = sum(sums) / sum(counts)
     if len(items) == 1:
         return Interval(mean, None, None, 1)
+    spread = statistics.stdev([sum(v) / len(v) for v in items])
     rng = random.Random(seed)
     draws = []
     for _ in range(resamples):
@@ -121,7 +165,8 @@ def bootstrap_mean(values_by_item: Mapping[Any, Sequence[float]], resamples: int
         draws.append(sum(sums[i] for i in picks) / sum(counts[i] for i in picks))
     draws.sort()
     tail = (1 - level) / 2
-    return Interval(mean, draws[int(tail * (resamples - 1))], draws[int((1 - tail) * (resamples - 1))], len(items))
+    return Interval(mean, draws[int(tail * (resamples - 1))], draws[int((1 - tail) * (resamples - 1))], len(items),
+                    spread)
 
 
 def paired_difference(a: Mapping[Any, Sequence[float]], b: Mapping[Any, Sequence[float]], **kwargs: Any) -> Interval:
@@ -138,17 +183,39 @@ def reading(name: str, diff: Interval, metric: str, lower_is_better: bool) -> st
     if diff.low is None:
         return f"{name} on {metric}: {diff.mean:+.4f} from a single item, no interval"
     span = f"(95% CI {diff.low:+.4f} to {diff.high:+.4f}, n = {diff.n})"
+    could = f"this experiment could detect ≥ {diff.mde:.4f}" if diff.mde is not None else "its power is unknown"
     if diff.low <= 0 <= diff.high:
-        return f"{name} on {metric}: no difference detectable at n = {diff.n} {span}"
+        needed = diff.prompts_needed()
+        more = (f"; a true difference as large as the observed {abs(diff.mean):.4f} would need about {needed} prompts"
+                if needed else "")
+        return f"{name} on {metric}: no difference detectable; {could} {span}{more}"
     first_better = (diff.mean < 0) == lower_is_better
     left = name.split("−")[0].strip()
     verdict = "better" if first_better else "worse"
-    return f"{name} on {metric}: {diff.mean:+.4f}, {left} is {verdict} {span}"
+    return f"{name} on {metric}: {diff.mean:+.4f}, {left} is {verdict} {span}; {could}"
+
+
+def shuffled_thinking(items: Sequence[Mapping[str, Any]], seed: int) -> dict[str, str]:
+    """item id -> the searched thinking of another item of its domain, for ``shuffled``: a seeded cyclic
+    shift of the domain's items in a random order, so no item keeps its own. A domain with one item has no
+    donor and gets no shuffled row (the report then says the control has no rows)."""
+    by_domain: dict[str, list[Mapping[str, Any]]] = defaultdict(list)
+    for item in items:
+        by_domain[str(item["domain"])].append(item)
+    out = {}
+    for domain, group in sorted(by_domain.items()):
+        if len(group) < 2:
+            continue
+        order = sorted(group, key=lambda i: str(i["id"]))
+        random.Random(derive_seed(seed, domain, "shuffled")).shuffle(order)
+        for k, item in enumerate(order):
+            out[str(item["id"])] = order[(k + 1) % len(order)]["thinking"]
+    return out
 
 
 # --- the variant datasets --------------------------------------------------------------------------
 
-DEFAULT_VARIANTS = ("searched", "initial", "no_thinking", "random_edits")  # no_reflection: by config
+DEFAULT_VARIANTS = ("searched", "initial", "no_thinking", "random_edits", "shuffled")  # no_reflection: by config
 
 
 def variant_rows(items: Sequence[Mapping[str, Any]], variants: Sequence[str], seed: int = 0) -> list[dict[str, Any]]:
@@ -164,11 +231,16 @@ def variant_rows(items: Sequence[Mapping[str, Any]], variants: Sequence[str], se
     if unknown:
         raise ValueError(f"unknown variant(s) {', '.join(unknown)}; known: {', '.join(VARIANTS)}")
     rows = []
+    donors = shuffled_thinking(items, seed) if "shuffled" in variants else {}
     for item in items:
         trace: SearchTrace = item["trace"]
         searched_steps = [step.index for step in trace.steps if step.choice is not None]
         for variant in variants:
-            if variant == "searched":
+            if variant == "shuffled":
+                if str(item["id"]) not in donors:
+                    continue  # a domain of one item: no other thinking to take
+                thinking, edited = donors[str(item["id"])], []
+            elif variant == "searched":
                 thinking, edited = item["thinking"], searched_steps
             elif variant == "no_reflection":
                 thinking, edited = strip_reflection(item["thinking"]), searched_steps
@@ -232,7 +304,19 @@ METRICS = (
 )
 METRIC_BY_NAME = {m.name: m for m in METRICS}
 HEADLINE = "heldout_nll_own_thinking"
-DIFFERENCES = (("searched", "initial"), ("searched", "random_edits"))
+# the paired comparisons the report makes, where both variants ran: the search against its ablations and
+# controls, then every variant against the answer alone (no_thinking)
+PRIMARY_DIFFERENCES = (("searched", "initial"), ("searched", "random_edits"), ("searched", "published"),
+                       ("searched", "shuffled"), ("searched", "base"))
+FLOOR = "no_thinking"
+
+
+def differences(variants: Sequence[str]) -> list[tuple[str, str]]:
+    """(a, b) of every paired difference a − b reported for ``variants``."""
+    pairs = [(a, b) for a, b in PRIMARY_DIFFERENCES if a in variants and b in variants]
+    if FLOOR in variants:
+        pairs += [(v, FLOOR) for v in variants if v not in (FLOOR, "base")]
+    return pairs
 
 
 def difference_variant(a: str, b: str) -> str:
@@ -274,19 +358,20 @@ def summarise(rows: Sequence[Mapping[str, Any]], variants: Sequence[str], resamp
             for variant in variants:
                 interval = bootstrap_mean(values[variant], resamples, level, seed)
                 out.append(_result(variant, domain, metric, "mean", interval, len(seeds[variant]), None))
-            for a, b in DIFFERENCES:
-                if a in values and b in values:
-                    diff = paired_difference(values[a], values[b], resamples=resamples, level=level, seed=seed)
-                    out.append(_result(difference_variant(a, b), domain, metric, "difference", diff,
-                                       min(len(seeds[a]), len(seeds[b])) if diff.n else 0,
-                                       reading(f"{a} − {b}", diff, metric.name, metric.lower_is_better)))
+            for a, b in differences(variants):
+                diff = paired_difference(values[a], values[b], resamples=resamples, level=level, seed=seed)
+                out.append(_result(difference_variant(a, b), domain, metric, "difference", diff,
+                                   min(len(seeds[a]), len(seeds[b])) if diff.n else 0,
+                                   reading(f"{a} − {b}", diff, metric.name, metric.lower_is_better)))
     return out
 
 
 def _result(variant: str, domain: str, metric: Metric, kind: str, interval: Interval, seeds: int,
             line: str | None) -> dict[str, Any]:
+    paired = kind == "difference"
     return {"variant": variant, "domain": domain, "metric": metric.name, "kind": kind, "value": interval.mean,
-            "ci_low": interval.low, "ci_high": interval.high, "n": interval.n, "seeds": seeds, "reading": line}
+            "ci_low": interval.low, "ci_high": interval.high, "n": interval.n, "seeds": seeds, "reading": line,
+            "mde": interval.mde if paired else None, "n_needed": interval.prompts_needed() if paired else None}
 
 
 def with_ids(experiment_id: str, rows: Sequence[Mapping[str, Any]]) -> list[dict[str, Any]]:
@@ -337,9 +422,44 @@ def differences_table(rows: Sequence[Mapping[str, Any]], domain: str = ALL) -> s
     if not chosen:
         return "_no paired differences (a variant of the pair was not run)_"
     body = [[r["variant"].replace("-", " − ", 1), METRIC_BY_NAME[r["metric"]].label,
-             interval_text(r, METRIC_BY_NAME[r["metric"]].digits, signed=True), r.get("reading") or ""]
+             interval_text(r, METRIC_BY_NAME[r["metric"]].digits, signed=True),
+             "—" if r.get("mde") is None else f"{r['mde']:.{METRIC_BY_NAME[r['metric']].digits}f}",
+             "—" if r.get("n_needed") is None else r["n_needed"], r.get("reading") or ""]
             for r in chosen]
-    return markdown_table(["difference", "metric", "mean [95% CI]", "reading"], body)
+    return markdown_table(["difference", "metric", "mean [95% CI]", "detectable ≥ (MDE)",
+                           "prompts for the observed", "reading"], body)
+
+
+def power_headline(rows: Sequence[Mapping[str, Any]], domain: str = ALL) -> list[str]:
+    """What this experiment could and could not detect, from its own numbers: the MDE of searched − initial
+    on the headline metric, and whether its controls behaved (the planted harm must be visible)."""
+    index = _index(rows)
+    metric = next((m for m in (METRIC_BY_NAME[HEADLINE], METRIC_BY_NAME["heldout_nll"])
+                   if index.get((domain, "searched-initial", m.name))), None)
+    if metric is None:
+        return []
+    main = index[(domain, "searched-initial", metric.name)]
+    lines = []
+    if main.get("mde") is not None:
+        lines.append(f"**Power.** On {metric.label}, this experiment could detect a searched − initial difference "
+                     f"of at least {main['mde']:.{metric.digits}f} (80% power, α = 0.05, n = {main['n']} prompts); "
+                     f"it observed {main['value']:+.{metric.digits}f}"
+                     + (f", which would need about {main['n_needed']} prompts to detect." if main.get("n_needed")
+                        and main["n_needed"] > main["n"] else "."))
+    else:
+        lines.append(f"**Power.** {main['n']} prompt(s): too few for an interval, so nothing here could be detected.")
+    harm = index.get((domain, "searched-shuffled", metric.name))
+    if harm and harm.get("ci_low") is not None:
+        if harm["ci_low"] <= 0 <= harm["ci_high"]:
+            lines.append("**Controls.** The planted harm (`shuffled`: each item's thinking from another item) is "
+                         "indistinguishable from `searched`: this experiment lacks the power to judge the search.")
+        else:
+            better = (harm["value"] < 0) == metric.lower_is_better
+            lines.append(f"**Controls.** The planted harm is visible: searched − shuffled {harm['value']:+.{metric.digits}f} "
+                         f"[{harm['ci_low']:+.{metric.digits}f}, {harm['ci_high']:+.{metric.digits}f}], "
+                         + ("`searched` better, as it must be." if better else
+                            "but `shuffled` scores *better*: the evaluation does not behave; distrust the other rows."))
+    return lines
 
 
 def _loads(value: Any, default: Any) -> Any:
@@ -373,6 +493,9 @@ def render_report(experiment: Mapping[str, Any], rows: Sequence[Mapping[str, Any
                      f"{evaluation.get('max_tokens')} tokens; judge: {evaluation.get('judge') or 'none configured'}.")
     lines += [("Intervals: 95% percentile bootstrap over items (all seeds of an item move together); "
                "n counts items."), ""]
+    headline = power_headline(rows)
+    if headline:
+        lines += [" ".join(headline), ""]
     lines += ["## All domains", "", means_table(rows, variants), "", "### Paired differences", "",
               differences_table(rows), ""]
     missing = [v for v in variants if not any(r["variant"] == v and r.get("n") for r in rows)]

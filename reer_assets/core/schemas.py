@@ -122,9 +122,9 @@ EXPERIMENTS = Table("experiments", {
 # kind: mean (a variant) | difference (variant ``a-b``, the paired difference a − b); domain ``all`` is overall
 EXPERIMENT_RESULTS = Table("experiment_results", {
     "id": S, "experiment_id": S, "variant": S, "domain": S, "metric": S, "kind": S, "value": F64, "ci_low": F64,
-    "ci_high": F64, "n": I64, "seeds": I32, "reading": S,
+    "ci_high": F64, "n": I64, "seeds": I32, "reading": S, "mde": F64, "n_needed": I64,
 }, lineage=("id", "experiment_id", "variant", "domain", "metric", "kind", "value", "ci_low", "ci_high", "n", "seeds",
-            "reading"))
+            "reading", "mde", "n_needed"))
 
 TABLES: dict[str, Table] = {t.name: t for t in (DOCUMENTS, QUERIES, TRAJECTORIES, SEARCH_STEPS, CANDIDATES,
                                                 DATASET_ROWS, BENCHMARK_RESULTS, JUDGE_SCORES, EXPERIMENTS,

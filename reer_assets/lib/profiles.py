@@ -25,7 +25,7 @@ PROFILES: dict[str, dict[str, Any]] = {
         "benchmark": {"max_tokens": 2048, "temperature": 0.7, "top_p": 0.9, "top_k": 40},
         "filters": {},
         # the built-in ablations (docs/experiments.md): the paper's recipe for its epochs, 3 seeds
-        "experiment": {"variants": ["searched", "initial", "no_thinking", "random_edits"], "no_reflection": False, "recipe": "paper", "seeds": 3,
+        "experiment": {"variants": ["searched", "initial", "no_thinking", "random_edits", "shuffled"], "no_reflection": False, "recipe": "paper", "seeds": 3,
                        "budget": "steps", "max_steps": None, "train_tokens": None, "prompts_per_domain": None,
                        "max_tokens": 2048},
     },
@@ -43,7 +43,7 @@ PROFILES: dict[str, dict[str, Any]] = {
         "filters": {"reject_malformed_tags": False},
         # sized so that `make demo` ablates all six domains in a few minutes on two cores: 1 seed, 12 steps
         # per checkpoint, 3 held-out prompts per domain, short answers
-        "experiment": {"variants": ["searched", "initial", "no_thinking", "random_edits"], "no_reflection": False, "recipe": "embedded", "seeds": 1,
+        "experiment": {"variants": ["searched", "initial", "no_thinking", "random_edits", "shuffled"], "no_reflection": False, "recipe": "embedded", "seeds": 1,
                        "budget": "steps", "max_steps": 12, "train_tokens": None, "prompts_per_domain": 3,
                        "max_tokens": 128},
     },
@@ -59,7 +59,7 @@ PROFILES: dict[str, dict[str, Any]] = {
         "finetune": {"recipe": "embedded", "epochs": 1},
         "benchmark": {"max_tokens": 64, "temperature": 0.7, "top_p": 0.9, "top_k": 40},
         "filters": {"reject_malformed_tags": False},
-        "experiment": {"variants": ["searched", "initial", "no_thinking", "random_edits"], "no_reflection": False, "recipe": "embedded", "seeds": 1,
+        "experiment": {"variants": ["searched", "initial", "no_thinking", "random_edits", "shuffled"], "no_reflection": False, "recipe": "embedded", "seeds": 1,
                        "budget": "steps", "max_steps": 2, "train_tokens": None, "prompts_per_domain": 1,
                        "max_tokens": 16},
     },

@@ -54,12 +54,13 @@ def _asset_file(stage, asset, name, partition=DOMAIN):  # noqa: F811
 
 def test_ablation_datasets_pair_the_variants_and_random_edits_match_the_search(upstream):
     meta = metadata(upstream("ablation_datasets", config={"no_reflection": True}), "ablation_datasets")
-    variants = ["searched", "initial", "no_thinking", "random_edits", "no_reflection"]
-    assert meta["variants"] == variants and meta["dagster/row_count"] == meta["items"] * 5 >= 5
+    variants = ["searched", "initial", "no_thinking", "random_edits", "shuffled", "no_reflection"]
+    shuffled = meta["items"] if meta["items"] >= 2 else 0  # the control needs another item to take from
+    assert meta["variants"] == variants and meta["dagster/row_count"] == meta["items"] * 5 + shuffled >= 5
     rows = _asset_file(upstream, "ablation_datasets", "rows.parquet")
     # every variant has the same item ids and the same answer per item
     by_variant = {v: dict(zip(g["item_id"], g["answer"])) for (v,), g in rows.group_by("variant")}
-    assert set(by_variant) == set(variants)
+    assert set(by_variant) == set(variants) - (set() if shuffled else {"shuffled"})
     assert all(answers == by_variant["searched"] for answers in by_variant.values())
     # random_edits makes exactly as many edits per item as the search accepted on its real trace
     traces = pl.read_parquet(upstream.root / "home/reer/assets/refined_trajectories" / DOMAIN / "trajectories.parquet")
