@@ -206,7 +206,7 @@ def group_alive(pgid: int, grace_s: float = 10.0) -> bool:
             return False
         if time.monotonic() > deadline:
             return True
-        time.sleep(0.05)
+        time.sleep(0.05)  # polling interval (bounded by grace_s)
 
 
 def log_tail(path: Path, chars: int = 6000) -> str:

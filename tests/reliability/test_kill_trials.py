@@ -1,32 +1,42 @@
 """Twenty kill-resume trials: SIGKILL a real ``dagster asset materialize`` of ``refined_trajectories``
-at random moments of its life, twenty times in a row, with no recovery step in between, then let it
+at seeded moments of its life, twenty times in a row, with no recovery step in between, then let it
 finish; the result must equal an uninterrupted run of the same seed, and no run may wait on the pool
 slot of a run killed before it.
 
 One small domain (3 given-request pieces, profile ``test``) is materialised up to
 ``synthesized_queries`` once; the uninterrupted run and the trials then run in copies of that
 instance folder. Both talk to a seeded fault server (``tests/support/fault_server.py``: answers
-depend on each request's seed, prompt log-probs on the whole prompt; every request takes
-``SLOW_S``), which also counts the model calls of each process from outside.
+depend on each request's seed, prompt log-probs on the whole prompt), which also counts the model
+calls of each process from outside.
 
-Each trial is one CLI run in its own process group, killed (``os.killpg(SIGKILL)``) at a moment drawn
-from a seeded RNG in one of four parts of the run's life, measured on the uninterrupted run:
+Each trial is one CLI run in its own process group, killed (``os.killpg(SIGKILL)``) the moment an
+*event* is seen, never after a sleep or a measured duration. The kind of each trial and the event
+it is killed on are drawn from a seeded RNG before any run:
 
-``startup``  before the run starts (the CLI loading definitions, the run being created);
-``run_start`` just after ``RUN_START``, before the step claims its pool slot;
-``step``     after ``STEP_START`` (the ``gpu`` slot claimed) while the Pipes workload starts up;
-``model``    during model work: once the workload has sent 2-4 requests, mid-request;
-``late``     after the workload wrote its Parquet output: reading it back, the lineage write, the
-             fingerprint, the materialisation event.
+``startup``   before the run starts: the process spawned, its first console line, the project's code
+              imported (``_duckdb`` mapped into the CLI process), or the run created (its event-log
+              file appears under ``history/runs/``);
+``run_start`` the ``RUN_START`` line, before the step claims its pool slot;
+``step``      after ``STEP_START`` (the ``gpu`` slot claimed), before any model request: the
+              ``STEP_START`` line, the Pipes workload process spawned, Pipes opened, torch or
+              tokenizers loaded into the workload;
+``model``     mid-request: the fault server holds the process's N-th request (N drawn from 2-4) open
+              and the kill comes once it has arrived, so the process is surely waiting on it;
+``late``      after the workload wrote its Parquet output: the three files rewritten (the workload
+              gone), the run waiting for the lineage DB's lock (held by the test), both before the
+              lineage write; or ``fingerprint.json`` saved, after it.
 
-The late ones come last (they let the workload finish its items). No recovery command runs
-between trials: every run that finds the slot held by a killed run must reclaim it on its own
-(``ReerInstance``'s claim hook), which the checks read back from the runs' event logs.
+The fault server also holds the first request of every startup, run_start and step trial, so none of
+them can get a model answer before its kill whatever the machine's load. The late ones come last
+(they let the workload finish its items) and in the order a run meets their events. No recovery
+command runs between trials: every run that finds the slot held by a killed run must reclaim it on
+its own (``ReerInstance``'s claim hook), which the checks read back from the runs' event logs.
 """
 
 from __future__ import annotations
 
 import json
+import os
 import random
 import re
 import time
@@ -46,22 +56,41 @@ from tests.reliability.conftest import (
     instance_for,
     kill_group,
     lineage,
+    log_tail,
     materialize_command,
     prepare_tiny_project,
     start,
 )
-from tests.support.fault_server import FaultServer
+from tests.support.fault_server import FaultServer, Hold
 from tests.support.traces import SCORE_TOLERANCE, assert_same
 
-pytestmark = [pytest.mark.model, pytest.mark.slow]  # the openai scorer tokenizes with the embedded tokenizer
+pytestmark = [
+    pytest.mark.model,  # the openai scorer tokenizes with the embedded tokenizer
+    pytest.mark.slow,
+    # the module fixture runs 22 CLI materialisations one after another (about 5 minutes on two idle
+    # cores, twice that on a loaded machine); the first test of the module pays for it
+    pytest.mark.timeout(1800),
+]
 
 ITEMS = 3
 TRIALS = 20
 SEED = 18
-SLOW_S = 0.15  # each model request takes this long
-KINDS = ["startup"] * 3 + ["run_start"] + ["step"] * 4 + ["model"] * 7  # shuffled; then LATE
-LATE = ["late"] * 5
+KINDS = ["startup"] * 3 + ["run_start"] + ["step"] * 4 + ["model"] * 7  # shuffled; then the late ones
+LATE = 5
+STARTUP_EVENTS = ("spawned", "console output", "project imported", "run created")
+STEP_EVENTS = ("STEP_START", "workload spawned", "pipes opened", "torch imported", "tokenizers imported")
+MODEL_REQUESTS = (2, 3, 4)  # the request of the process (the scorer's start-up check is its 1st) held at the kill
+LATE_EVENTS = ("output", "lineage locked", "fingerprint")  # in the order a run meets them
+LOCKED_LATE = ("output", "lineage locked")  # the test holds the lineage DB's lock: surely before the lineage write
+EVENT_DEADLINE_S = 300.0  # a bound: a trial whose event never comes fails with this, naming the event
+POLL_S = 0.02  # polling interval of the watch loop (not a timing of the run)
+
 RUN_ID = re.compile(r" - ([0-9a-f]{8}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{12}) - ")
+RUN_FILE = re.compile(r"^[0-9a-f]{8}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{12}\.db$")
+PIPES_OPENED = "[pipes] external process successfully opened dagster pipes"
+LINEAGE_LOCKED = "is locked by another process"  # duckdb_store.connect's warning while it retries
+REUSED = "refined_trajectories is up to date"
+WORKLOAD = b"reer_assets.workloads.refinement"
 BLOCKED = "Step blocked by limit for pool"
 HELD_PHASES = ("workload starting", "model work", "after the workload")  # the gpu slot is surely held
 TABLES = ("trajectories", "search_steps", "candidates")
@@ -69,57 +98,137 @@ NONDETERMINISTIC = ("seconds", "trace_json")  # wall time of an item (and the tr
 
 
 def _server() -> FaultServer:
-    server = FaultServer(slow_s=SLOW_S, seeded=True).start()
-    server.on('"model"', "slow")
-    return server
+    return FaultServer(seeded=True).start()
+
+
+def _stamp(path: Path) -> tuple | None:
+    """What identifies one version of a file: inode, modification time, size (None: no file)."""
+    try:
+        stat = path.stat()
+    except FileNotFoundError:
+        return None
+    return stat.st_ino, stat.st_mtime_ns, stat.st_size
+
+
+def _mapped(pid: int | None, needle: str) -> bool:
+    """Whether a file whose path holds ``needle`` (a C extension: the module was imported) is mapped
+    into process ``pid``."""
+    if pid is None:
+        return False
+    try:
+        with open(f"/proc/{pid}/maps", encoding="utf-8", errors="replace") as handle:
+            return any(needle in line for line in handle)
+    except OSError:
+        return False
+
+
+def _group_workload(pgid: int) -> int | None:
+    """The live Pipes workload process of process group ``pgid`` (an exited, unreaped one has no cmdline)."""
+    for entry in os.scandir("/proc"):
+        if not entry.name.isdigit():
+            continue
+        try:
+            if os.getpgid(int(entry.name)) != pgid:
+                continue
+            with open(f"/proc/{entry.name}/cmdline", "rb") as handle:
+                if WORKLOAD in handle.read():
+                    return int(entry.name)
+        except (OSError, ProcessLookupError):
+            continue
+    return None
 
 
 class Watch:
-    """What a running CLI materialisation has got to, read from outside: its console log, the
-    requests it sent, the Parquet output it wrote."""
+    """What a running CLI materialisation has got to, read from outside: its console log, the shared
+    libraries mapped into it and its workload, the files it wrote, the requests it sent."""
 
-    def __init__(self, process, log_path: Path, server: FaultServer, home: Path):
-        self.process, self.log_path, self.server = process, log_path, server
-        self.output = asset_path(home, "refined_trajectories") / "trajectories.parquet"
+    def __init__(self, log_path: Path, server: FaultServer, home: Path, hold: Hold | None):
+        self.log_path, self.server, self.hold = log_path, server, hold
+        folder = asset_path(home, "refined_trajectories")
+        self.outputs = [folder / f"{table}.parquet" for table in TABLES]
+        self.fingerprint = folder / "fingerprint.json"
+        self.runs_dir = home / "history" / "runs"
+        self.before = {path: _stamp(path) for path in [*self.outputs, self.fingerprint]}
+        self.run_files = self._run_files()
         self.base_requests = len(server.requests)
-        self.t0, self.wall0 = time.monotonic(), time.time()
-        self.run_at: float | None = None
-        self.step_at: float | None = None
-        self.output_at: float | None = None
+        self.process = None
+        self.t0 = time.monotonic()
         self.text = ""
+
+    def started(self, process) -> None:
+        self.process, self.t0 = process, time.monotonic()
+
+    def _run_files(self) -> set[str]:
+        try:
+            return {name for name in os.listdir(self.runs_dir) if RUN_FILE.match(name)}
+        except FileNotFoundError:
+            return set()
 
     def poll(self) -> None:
         self.text = self.log_path.read_text(errors="replace")
-        now = time.monotonic() - self.t0
-        if self.run_at is None and "RUN_START" in self.text:
-            self.run_at = now
-        if self.step_at is None and "STEP_START" in self.text:
-            self.step_at = now
-        if self.output_at is None and self.output.exists() and self.output.stat().st_mtime > self.wall0:
-            self.output_at = now
 
-    @property
-    def elapsed(self) -> float:
-        return time.monotonic() - self.t0
+    def changed(self, path: Path) -> bool:
+        stamp = _stamp(path)
+        return stamp is not None and stamp != self.before[path]
+
+    def logged(self, event: str) -> bool:
+        return f" - {event} - " in self.text
 
     @property
     def requests(self) -> int:
+        """Requests of this process that reached the server."""
         return len(self.server.requests) - self.base_requests
 
     @property
+    def answered(self) -> int:
+        """Requests of this process answered: a held one is released only after the kill."""
+        return self.requests - (1 if self.hold is not None and self.hold.arrived.is_set() else 0)
+
+    @property
     def body_done(self) -> bool:
-        return "STEP_OUTPUT" in self.text or "STEP_FAILURE" in self.text
+        return self.logged("STEP_OUTPUT") or self.logged("STEP_FAILURE")
+
+    def happened(self, event: str | int) -> bool:
+        """Whether ``event`` has been seen (``event`` an int: that request of the process arrived, held)."""
+        pid = self.process.pid
+        if isinstance(event, int):
+            return self.hold.arrived.is_set()
+        if event == "spawned":  # Popen returned: the interpreter is starting
+            return True
+        if event == "console output":  # its first line (the warning click prints as the command begins)
+            return bool(self.text)
+        if event == "project imported":  # the definitions' imports reached duckdb (reer_assets.lib.duckdb_store)
+            return _mapped(pid, "/_duckdb.")
+        if event == "run created":  # Dagster created the run: its event-log file
+            return bool(self._run_files() - self.run_files)
+        if event in ("RUN_START", "STEP_START"):
+            return self.logged(event)
+        if event == "workload spawned":
+            return _group_workload(pid) is not None
+        if event == "pipes opened":
+            return PIPES_OPENED in self.text
+        if event == "torch imported":
+            return _mapped(_group_workload(pid), "/torch/_C.")
+        if event == "tokenizers imported":
+            return _mapped(_group_workload(pid), "/tokenizers/tokenizers.")
+        if event == "output":  # all three Parquet files rewritten and the workload that wrote them gone
+            return all(self.changed(p) for p in self.outputs) and _group_workload(pid) is None
+        if event == "lineage locked":
+            return LINEAGE_LOCKED in self.text
+        if event == "fingerprint":
+            return self.changed(self.fingerprint)
+        raise ValueError(f"unknown event {event!r}")
 
     def phase(self) -> str:
-        if "RUN_START" not in self.text:
+        if not self.logged("RUN_START"):
             return "before run start"
-        if self.step_at is None:
+        if not self.logged("STEP_START"):
             return "before step start"
         if self.body_done:
             return "after the asset body"
-        if self.output_at is not None:
+        if self.changed(self.outputs[0]):
             return "after the workload"
-        return "model work" if self.requests else "workload starting"
+        return "model work" if self.answered else "workload starting"
 
     def run_id(self) -> str | None:
         match = RUN_ID.search(self.text)
@@ -130,92 +239,102 @@ class Watch:
 class Trial:
     index: int
     kind: str
-    plan: str
+    event: str  # what it was planned to be killed on
+    fired: str = ""  # what it was killed on: the event, or "body returned" (a late run that reused)
     killed: bool = False
     phase: str = ""
-    at_s: float = 0.0
-    requests: int = 0
+    at_s: float = 0.0  # reported, never asserted
+    requests: int = 0  # requests of this process that reached the server
+    answered: int = 0
     run_id: str | None = None
+    reused: bool = False  # the run found the partition current
+    fingerprint_saved: bool = False
     lineage_rows: int | None = None  # late trials: trajectories the killed run had written to lineage
 
 
-def _timeline(watch: Watch) -> dict[str, float]:
-    """The uninterrupted run's life: when its step started, its first request, its output, its end."""
-    first_request = None
-    while watch.process.poll() is None:
-        watch.poll()
-        if first_request is None and watch.requests:
-            first_request = watch.elapsed
-        time.sleep(0.02)
-    watch.poll()
-    return {"run_start": watch.run_at, "step_start": watch.step_at, "first_request": first_request,
-            "output": watch.output_at, "end": watch.elapsed}
+def _label(kind: str, event: str | int) -> str:
+    return f"request {event} (held)" if kind == "model" else event
 
 
-def _plan(rng: random.Random) -> list[tuple[str, float]]:
-    """(kind, a number drawn for it) for every trial, drawn before any runs."""
+def _plan(rng: random.Random) -> list[tuple[str, str | int]]:
+    """(kind, event) for every trial, drawn before any runs."""
     kinds = list(KINDS)
     rng.shuffle(kinds)
-    kinds += LATE
-    assert len(kinds) == TRIALS
-    plan = [(kind, rng.randint(2, 4) + rng.random() if kind == "model" else rng.random()) for kind in kinds]
-    # the late kills in increasing delay: each one that lands before the fingerprint is saved leaves
-    # the next run the same window (reading the output back, the lineage write) to be killed in
-    late = sorted(draw for kind, draw in plan if kind == "late")
-    return [(kind, late.pop(0) if kind == "late" else draw) for kind, draw in plan]
+    startup = rng.sample(STARTUP_EVENTS, kinds.count("startup"))
+    step = rng.sample(STEP_EVENTS, kinds.count("step"))
+    plan: list[tuple[str, str | int]] = []
+    for kind in kinds:
+        if kind == "startup":
+            plan.append((kind, startup.pop()))
+        elif kind == "step":
+            plan.append((kind, step.pop()))
+        elif kind == "model":
+            plan.append((kind, rng.choice(MODEL_REQUESTS)))
+        else:
+            plan.append((kind, "RUN_START"))
+    # every late event at least once, the rest drawn; in the order a run meets them, so those before the
+    # fingerprint come first (once a run saved it, later runs find the partition current and reuse it)
+    late = list(LATE_EVENTS) + rng.choices(LATE_EVENTS, k=LATE - len(LATE_EVENTS))
+    plan += [("late", event) for event in sorted(late, key=LATE_EVENTS.index)]
+    assert len(plan) == TRIALS
+    return plan
 
 
-def _trial(index: int, kind: str, draw: float, timeline: dict, command, env, home: Path, server: FaultServer,
+class LineageLock:
+    """The test holding the lineage DB open read-write: DuckDB admits one such process, so a run's
+    lineage write waits (``duckdb_store.connect`` retries, logging that the file is locked)."""
+
+    def __init__(self, home: Path):
+        import duckdb
+
+        self.con = duckdb.connect(str(home / "lineage.duckdb"))
+
+    def release(self) -> None:
+        if self.con is not None:
+            self.con.close()
+            self.con = None
+
+
+def _trial(index: int, kind: str, event: str | int, command, env, home: Path, server: FaultServer,
            log_path: Path) -> Trial:
+    trial = Trial(index, kind, _label(kind, event))
+    base = len(server.requests)
+    # model: hold the N-th request of this process open (the kill comes while it waits on it); startup,
+    # run_start, step: hold its first, so no model answer can come before the kill whatever the load
+    hold = None if kind == "late" else server.hold(number=base + (event if kind == "model" else 1))
+    lock = LineageLock(home) if event in LOCKED_LATE else None
+    watch = Watch(log_path, server, home, hold)
     process = start(command, env, log_path)
-    watch = Watch(process, log_path, server, home)
-    state: dict[str, float] = {}
-    if kind == "startup":  # before the run starts
-        at = 0.3 + draw * (0.95 * timeline["run_start"] - 0.3)
-        plan = f"at {at:.2f}s"
-
-        def fire():
-            return watch.elapsed >= at or watch.run_at is not None
-    elif kind == "run_start":  # the run started, its step not yet
-        plan = "at RUN_START"
-
-        def fire():
-            return watch.run_at is not None
-    elif kind == "step":  # the slot claimed, the workload starting up
-        after = draw * 0.9 * (timeline["first_request"] - timeline["step_start"])
-        plan = f"{after:.2f}s after STEP_START"
-
-        def fire():
-            return watch.step_at is not None and (watch.elapsed - watch.step_at >= after or watch.requests > 0)
-    elif kind == "model":  # mid-request, after this process sent `requests` of them
-        requests, within = int(draw), (draw % 1) * SLOW_S
-        plan = f"{within:.2f}s into request {requests}"
-
-        def fire():
-            if watch.requests >= requests and "since" not in state:
-                state["since"] = time.monotonic()
-            return "since" in state and time.monotonic() - state["since"] >= within
-    else:  # late: after the workload wrote its output
-        after = draw * 0.5
-        plan = f"{after:.2f}s after the Parquet output"
-
-        def fire():
-            return watch.output_at is not None and watch.elapsed - watch.output_at >= after
-    trial = Trial(index, kind, plan)
-    while process.poll() is None:
-        watch.poll()
-        # whatever the plan, never let a trial run to its end: kill once the asset body has returned
-        if fire() or watch.body_done:
-            trial.phase, trial.at_s, trial.requests = watch.phase(), round(watch.elapsed, 2), watch.requests
-            kill_group(process)
-            trial.killed = process.returncode is not None and process.returncode < 0
-            break
-        time.sleep(0.02)
-    else:
-        trial.phase, trial.at_s = "exited by itself", round(watch.elapsed, 2)
+    watch.started(process)
+    deadline = time.monotonic() + EVENT_DEADLINE_S
+    try:
+        while process.poll() is None:
+            watch.poll()
+            # a late run that found the partition current writes nothing: it is killed once its body returned
+            fired = trial.event if watch.happened(event) else "body returned" if watch.body_done else None
+            if fired:
+                trial.at_s = round(time.monotonic() - watch.t0, 2)
+                kill_group(process)
+                trial.fired, trial.killed = fired, process.returncode is not None and process.returncode < 0
+                break
+            if time.monotonic() > deadline:
+                kill_group(process)
+                raise AssertionError(f"trial {index} ({kind}): {trial.event} never came within {EVENT_DEADLINE_S:.0f}s "
+                                     f"(requests {watch.requests}):\n{log_tail(log_path)}")
+            time.sleep(POLL_S)  # polling interval
+        else:
+            trial.phase, trial.at_s = "exited by itself", round(time.monotonic() - watch.t0, 2)
+    finally:
+        if hold is not None:  # after the kill: the held request's client is gone
+            hold.release()
+        if lock is not None:
+            lock.release()
     assert not group_alive(process.pid), f"trial {index}: the process group survived SIGKILL"
-    watch.poll()
-    trial.run_id = watch.run_id()
+    watch.poll()  # what the process wrote before it died
+    trial.phase = trial.phase or watch.phase()
+    trial.requests, trial.answered, trial.run_id = watch.requests, watch.answered, watch.run_id()
+    trial.reused = REUSED in watch.text
+    trial.fingerprint_saved = watch.changed(watch.fingerprint)
     if kind == "late" and trial.run_id:  # a read, not a recovery step: did the kill land before the lineage write?
         trial.lineage_rows = int(lineage(home, "SELECT count(*) AS n FROM trajectories WHERE run_id = ?",
                                          [trial.run_id])["n"][0])
@@ -234,27 +353,27 @@ def trials(embedded_path, tmp_path_factory):
     processes = []
     try:
         clean_log = root / "clean.log"
+        t0 = time.monotonic()
         clean = start(command, project.env(clean_home, fault_server_env(clean_server, embedded_path,
                                                                         MAX_IN_FLIGHT="1")), clean_log)
         processes.append(clean)
-        timeline = _timeline(Watch(clean, clean_log, clean_server, clean_home))
-        clean_run = finish(clean, clean_log, 60, began)
+        clean_run = finish(clean, clean_log, 240, t0)
         assert_ok(clean_run)
 
         env = project.env(home, fault_server_env(server, embedded_path, MAX_IN_FLIGHT="1"))
         plan = _plan(random.Random(SEED))
         t1 = time.monotonic()
-        done = [_trial(i, kind, draw, timeline, command, env, home, server, root / f"trial-{i:02d}.log")
-                for i, (kind, draw) in enumerate(plan)]
+        done = [_trial(i, kind, event, command, env, home, server, root / f"trial-{i:02d}.log")
+                for i, (kind, event) in enumerate(plan)]
         trials_s = time.monotonic() - t1
         final_log = root / "final.log"
         final = start(command, env, final_log)
         processes.append(final)
         final_run = finish(final, final_log, 240, time.monotonic())
         total_s = time.monotonic() - began
-        report = {"timeline": {k: round(v, 2) if v else v for k, v in timeline.items()},
-                  "prepare_s": round(prepared, 1), "trials_s": round(trials_s, 1),
-                  "final_s": round(final_run.seconds, 1), "total_s": round(total_s, 1),
+        report = {"prepare_s": round(prepared, 1), "clean_s": round(clean_run.seconds, 1),
+                  "trials_s": round(trials_s, 1), "final_s": round(final_run.seconds, 1),
+                  "total_s": round(total_s, 1),
                   "requests": {"clean": len(clean_server.requests), "trials_and_final": len(server.requests)},
                   "trials": [asdict(t) for t in done]}
         (root / "kill_trials.json").write_text(json.dumps(report, indent=2))
@@ -268,19 +387,43 @@ def trials(embedded_path, tmp_path_factory):
         server.stop()
 
 
-def test_twenty_kills_spread_over_the_runs_life(trials):
+def _of(done: list[Trial], kind: str) -> list[Trial]:
+    return [t for t in done if t.kind == kind]
+
+
+def test_twenty_kills_each_on_its_event(trials):
     done, report = trials["trials"], trials["report"]
-    lines = [f"{t.index:>2} {t.kind:<9} {t.plan:<32} killed at {t.at_s:>5.2f}s  {t.phase:<20} "
-             f"requests {t.requests:>2}  run {t.run_id or '-'}"
-             + (f"  lineage rows {t.lineage_rows}" if t.lineage_rows is not None else "") for t in done]
-    print(f"\nuninterrupted run: {report['timeline']}; requests {report['requests']}\n" + "\n".join(lines))
-    print(f"wall time: prepare {report['prepare_s']}s, trials {report['trials_s']}s, final run "
-          f"{report['final_s']}s, whole file {report['total_s']}s")
+    lines = [f"{t.index:>2} {t.kind:<9} {t.event:<20} fired {t.fired:<20} at {t.at_s:>5.2f}s {t.phase:<20} "
+             f"requests {t.requests:>2} answered {t.answered:>2}  run {t.run_id or '-'}"
+             + (f"  lineage rows {t.lineage_rows}" if t.lineage_rows is not None else "")
+             + ("  reused" if t.reused else "") for t in done]
+    print(f"\nrequests {report['requests']}\n" + "\n".join(lines))
+    print(f"wall time: prepare {report['prepare_s']}s, uninterrupted run {report['clean_s']}s, trials "
+          f"{report['trials_s']}s, final run {report['final_s']}s, whole file {report['total_s']}s")
     assert all(t.killed for t in done), [asdict(t) for t in done if not t.killed]
-    phases = {t.phase for t in done}
-    assert {"before run start", "workload starting", "model work"} <= phases, phases
-    assert phases & {"after the workload", "after the asset body"}, phases
+    # every trial but the late ones of a reused run was killed on its own event
+    assert all(t.fired == t.event for t in done if t.kind != "late"), [asdict(t) for t in done if t.fired != t.event]
+    # nothing got a model answer before its step: the first request of these runs was held until the kill
+    for t in _of(done, "startup") + _of(done, "run_start"):
+        assert t.phase in ("before run start", "before step start", "workload starting") and not t.answered, asdict(t)
+    assert any(t.phase == "before run start" for t in _of(done, "startup")), [asdict(t) for t in _of(done, "startup")]
+    for t in _of(done, "step"):  # the slot claimed, no model answer yet
+        assert t.phase == "workload starting" and t.answered == 0, asdict(t)
+    for t in _of(done, "model"):  # mid-request: the N-th request arrived and was never answered
+        n = int(t.event.split()[1])
+        assert t.phase == "model work" and (t.requests, t.answered) == (n, n - 1), asdict(t)
+    late = _of(done, "late")
+    for t in late:
+        if t.event in LOCKED_LATE:  # the lineage lock was held: after the output, surely before the lineage write
+            assert t.fired == t.event and t.phase == "after the workload", asdict(t)
+            assert t.lineage_rows == 0 and not t.fingerprint_saved, asdict(t)
+    saved = [t for t in late if t.fired == "fingerprint"]
+    assert len(saved) == 1, [asdict(t) for t in late]  # the first fingerprint trial; later runs reuse
+    assert saved[0].lineage_rows == ITEMS and saved[0].phase in ("after the workload", "after the asset body")
+    after = late[late.index(saved[0]) + 1:]
+    assert after and all(t.fired == "body returned" and t.reused and t.lineage_rows == 0 for t in after), after
     assert_ok(trials["final"])
+    assert REUSED in trials["final"].log  # the killed fingerprint trial left the partition current
 
 
 def _engine_blocked(instance, run_id: str) -> list[str]:

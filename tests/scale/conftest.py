@@ -108,7 +108,7 @@ def start_ray_head(root: Path, timeout_s: float = 90.0) -> RayHead:
             except Exception:  # noqa: BLE001 (not up yet)
                 if time.monotonic() > deadline:
                     raise RuntimeError(f"Ray head not ready after {timeout_s:.0f}s:\n{log.read_text()[-4000:]}")
-                time.sleep(0.5)
+                time.sleep(0.5)  # polling interval while the head comes up (bounded by timeout_s above)
     except BaseException:
         stop_ray_head(head)
         shutil.rmtree(temp_dir, ignore_errors=True)

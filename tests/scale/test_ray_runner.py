@@ -2,8 +2,11 @@
 shard's search one Ray job submitted by dagster-ray's PipesRayJobClient.
 
 The first run has one shard's job driver (the Ray worker process running the workload) SIGKILLed
-part-way: the other shard finishes, the killed shard's finished items stay (outputs and lineage), the
-rest are recorded as failed rows, and the partition fails naming the shard. The second run resumes:
+part-way, on an event, never after a sleep: the fault server holds open the first request of that
+shard's second item (its prompt holds the item's query), and the kill comes once that request has
+arrived, so the first item is surely checkpointed and the second surely unfinished. The other shard
+finishes, the killed shard's finished items stay (outputs and lineage), the rest are recorded as failed
+rows, and the partition fails naming the shard. The second run resumes:
 only the items the killed driver had not finished are searched, and every item is in the Parquet
 output and in lineage exactly once. Along the way: the jobs ran from the project folder with the
 stage's environment (the Ray head's own environment has no REER_* variable, yet the workload reached
@@ -13,6 +16,7 @@ to Dagster. The assets run in this process (``dg.materialize``), which saves a D
 
 from __future__ import annotations
 
+import re
 import signal
 import threading
 import time
@@ -30,31 +34,47 @@ from tests.support.fault_server import FaultServer
 pytestmark = [pytest.mark.ray, pytest.mark.model, pytest.mark.slow]
 
 ITEMS, SHARDS = 4, 2
-SLOW_S = 0.2  # every model request takes this long, so a shard is killable between its items
+KILL_DEADLINE_S = 300.0  # a bound on waiting for the held request; the test then fails ("never killed")
 
 
-def _kill_when_part_way(project: Project, target: list[str], index: int, report: dict, stop: threading.Event):
-    """Wait for shard ``index``'s workload to checkpoint one of its items, then SIGKILL its process."""
+def _marker(text: str, others: list[str], length: int = 24) -> str:
+    """A run of ``length`` plain characters of ``text`` (nothing JSON would escape) that no other text holds:
+    it is in the body of every chat request about that text's item and of no other."""
+    for run in re.findall(rf"[A-Za-z0-9 ,.;:()-]{{{length},}}", text):
+        for start in range(len(run) - length + 1):
+            piece = run[start:start + length]
+            if not any(piece in other for other in others):
+                return piece
+    raise AssertionError(f"no plain {length}-character run of {text!r} is unique to it")
+
+
+def _kill_when_part_way(project: Project, hold, index: int, report: dict, stop: threading.Event):
+    """Once the request that ``hold`` holds open has arrived (shard ``index``'s second item began, so its
+    first item is checkpointed), SIGKILL that shard's workload process; then let the request go."""
     home = str(project.root / "home")
-    deadline = time.monotonic() + 150
-    while not stop.is_set() and time.monotonic() < deadline:
-        if set(project.finished().values()) & set(target):
+    deadline = time.monotonic() + KILL_DEADLINE_S
+    try:
+        while not stop.is_set() and time.monotonic() < deadline:
+            if not hold.wait(timeout=0.5):  # a bounded wait, to see whether the run ended without it
+                continue
+            report["finished_at_kill"] = project.finished()
             victim = next((p for p in workload_processes() if pipes_extras(p).get("__home") == home
                            and (pipes_extras(p).get("shard") or {}).get("index") == index), None)
-            if victim is not None:
-                victim.send_signal(signal.SIGKILL)
-                victim.wait(timeout=30)
-                report["finished_at_kill"] = project.finished()
-                report["killed_pid"] = victim.pid
+            if victim is None:
+                report["error"] = "the held request arrived but no workload process of the shard was found"
                 return
-        time.sleep(0.05)
+            victim.send_signal(signal.SIGKILL)
+            victim.wait(timeout=30)
+            report["killed_pid"] = victim.pid
+            return
+    finally:
+        hold.release()
 
 
 @pytest.fixture(scope="module")
 def runs(ray_head, tmp_path_factory, embedded_path):
-    server = FaultServer(slow_s=SLOW_S).start()
-    server.on('"model"', "slow")
-    # one request in flight: a shard's items go one after another, so the kill lands between them
+    server = FaultServer().start()
+    # one request in flight: a shard's items go one after another, in query order
     project = Project(tmp_path_factory.mktemp("ray_runner"), server, embedded_path, MAX_IN_FLIGHT="1")
     runner = WorkloadRunner(mode="ray", ray=RayRunnerSettings(address=ray_head.address, poll_interval_s=0.5))
     pieces = tiny_pieces(ITEMS)
@@ -66,11 +86,14 @@ def runs(ray_head, tmp_path_factory, embedded_path):
         by_shard = {s: [q for q in queries["id"] if shard_of(q, SHARDS) == s] for s in range(SHARDS)}
         target = max(by_shard, key=lambda s: len(by_shard[s]))
         assert len(by_shard[target]) >= 2, by_shard
+        # hold the first request about the target shard's second item: the shard is then part-way
+        texts = dict(zip(queries["id"], queries["query"]))
+        item = by_shard[target][1]
+        hold = server.hold(marker=_marker(texts[item], [t for q, t in texts.items() if q != item]))
 
         report: dict = {}
         stop = threading.Event()
-        killer = threading.Thread(target=_kill_when_part_way, args=(project, by_shard[target], target, report, stop),
-                                  daemon=True)
+        killer = threading.Thread(target=_kill_when_part_way, args=(project, hold, target, report, stop), daemon=True)
         killer.start()
         first = project.materialize(pieces, SHARDS, runner, config={"max_failure_rate": 0.0})
         stop.set()
@@ -95,10 +118,12 @@ def _failure_message(result) -> str:
 
 def test_killed_shard_fails_the_partition_naming_it_and_keeps_every_finished_item(runs):
     first, target, by_shard, report = runs["first"], runs["target"], runs["by_shard"], runs["report"]
-    assert "finished_at_kill" in report, "the target shard's workload was never killed"
+    assert "killed_pid" in report, f"the target shard's workload was never killed: {report}"
     done_at_kill = set(report["finished_at_kill"].values())
     lost = set(by_shard[target]) - done_at_kill
-    assert lost and (done_at_kill & set(by_shard[target])), f"the kill did not land part-way: {report}"
+    # killed while its second item waited on its first request: exactly the first item was checkpointed
+    assert done_at_kill & set(by_shard[target]) == {by_shard[target][0]}, f"the kill did not land part-way: {report}"
+    assert lost == set(by_shard[target][1:]), report
     assert not first.success
     message = _failure_message(first)
     assert f"Shard {target + 1} of {SHARDS} failed: ray_job_failed" in message, message

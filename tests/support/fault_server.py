@@ -15,6 +15,12 @@ holds a queue of actions, the last of which repeats. Actions:
 ``no_refine``   an edit answer without a ``<refine>`` block
 ``no_logprobs`` a completion without ``prompt_logprobs`` (what a hosted API answers)
 
+Holding a request open (:meth:`FaultServer.hold`): the n-th request the server receives, or the first
+whose body holds a marker, is kept waiting, unanswered, until the test calls ``release()`` on the
+returned :class:`Hold` (or, as a bound, ``hold_limit_s`` has passed); ``Hold.arrived`` is set the
+moment it arrives. A test can then act (kill the client, say) while the client is surely mid-request,
+without guessing when that is. A held request is then answered by its rule's action as usual.
+
 Judge behaviour (chat completions only; see the "judge" section below):
 
 ``judge``             a well-formed judge answer built from the request's JSON schema (``response_format``
@@ -69,6 +75,34 @@ class Request:
     body: str
 
 
+@dataclass(eq=False)
+class Hold:
+    """One request to hold open: the ``number``-th the server receives (1-based, every path counted),
+    or the first whose body holds ``marker`` (a string, or a tuple of strings all present), or the first
+    that matches both. Taken by at most one request; a released hold is never taken afterwards."""
+
+    number: int | None = None
+    marker: str | tuple[str, ...] | None = None
+    arrived: threading.Event = field(default_factory=threading.Event)  # set when the request came in
+    released: threading.Event = field(default_factory=threading.Event)
+    request: Request | None = None  # the request held
+
+    def matches(self, index: int, body: str) -> bool:
+        if self.request is not None or self.released.is_set():
+            return False
+        if self.number is not None and index != self.number:
+            return False
+        return self.marker is None or Rule(self.marker, []).matches(body)
+
+    def wait(self, timeout: float | None = None) -> bool:
+        """Whether the request arrived within ``timeout`` seconds (a bound, not a measurement)."""
+        return self.arrived.wait(timeout)
+
+    def release(self) -> None:
+        """Let the held request be answered (or, if none came yet, never hold one)."""
+        self.released.set()
+
+
 @dataclass
 class FaultServer:
     host: str = "127.0.0.1"
@@ -79,6 +113,8 @@ class FaultServer:
     requests: list[Request] = field(default_factory=list)  # everything a client sent, in order
     in_flight: int = 0
     max_in_flight_seen: int = 0
+    holds: list[Hold] = field(default_factory=list)
+    hold_limit_s: float = 600.0  # a held request is answered after this even if never released
 
     def __post_init__(self) -> None:
         self._lock = threading.Lock()
@@ -95,12 +131,24 @@ class FaultServer:
         return self
 
     def stop(self) -> None:
+        for hold in list(self.holds):
+            hold.release()
         self.httpd.shutdown()
         self.httpd.server_close()
 
     def on(self, marker: str | tuple[str, ...], *actions: str) -> None:
         with self._lock:
             self.rules.append(Rule(marker, list(actions)))
+
+    def hold(self, number: int | None = None, marker: str | tuple[str, ...] | None = None) -> Hold:
+        """Hold the ``number``-th request received (1-based) and/or the first holding ``marker`` open until
+        ``release()``; see :class:`Hold`."""
+        if number is None and marker is None:
+            raise ValueError("hold what: give a request number, a marker or both")
+        hold = Hold(number, marker)
+        with self._lock:
+            self.holds.append(hold)
+        return hold
 
     def next_action(self, body: str) -> str:
         with self._lock:
@@ -246,7 +294,13 @@ def _handler(server: FaultServer):
                 server.requests.append(Request(self.path, action, {k.lower(): v for k, v in self.headers.items()}, raw))
                 server.in_flight += 1
                 server.max_in_flight_seen = max(server.max_in_flight_seen, server.in_flight)
+                hold = next((h for h in server.holds if h.matches(len(server.requests), raw)), None)
+                if hold is not None:
+                    hold.request = server.requests[-1]
             try:
+                if hold is not None:
+                    hold.arrived.set()
+                    hold.released.wait(server.hold_limit_s)
                 self._answer(raw, action)
             finally:
                 with server._lock:
@@ -260,7 +314,7 @@ def _handler(server: FaultServer):
                 error = {"error": {"message": f"injected {action}", "type": "injected", "code": int(action)}}
                 self._send(int(action), json.dumps(error).encode(), {"Retry-After": "0"} if action == "429" else None)
                 return
-            if action == "slow":
+            if action == "slow":  # a slow model (or a stall past the client's timeout); no test times a kill on it
                 time.sleep(server.slow_s)
             body = json.dumps(_ok_body(self.path, json.loads(raw), action, server.seeded)).encode()
             if action == "truncated":
