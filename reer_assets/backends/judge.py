@@ -17,7 +17,9 @@ One judge-only setting is read here: ``REER_JUDGE_STRUCTURED``, how to ask for s
 ``vllm_regex``   ``{"structured_outputs": {"regex": compact_regex(schema)}}``: the same JSON shape with no
                  whitespace between tokens. vLLM's JSON grammar allows any whitespace unless the *server* runs
                  with ``disable_any_whitespace``, and a small judge then fills the object with blank lines
-                 until ``max_tokens``; the regex form is immune to that.
+                 until ``max_tokens``; the regex form is immune to that. It also enforces every reason's
+                 ``maxLength``, and its calls ask for :func:`verdict_max_tokens`, so a verdict always
+                 finishes (the only form that guarantees it; docs/evaluation.md, "Bounded verdicts").
 ``none``         no constraint: the answer is parsed (a JSON object, or one embedded in text) and retried.
 ``auto``         (default) ``vllm_regex`` when ``/v1/models`` says the server is vLLM, else ``json_schema``.
 
@@ -34,7 +36,7 @@ from typing import Any, Mapping
 from reer_assets import settings
 from reer_assets.backends.config import BackendSpec
 from reer_assets.core.call_cache import CallCache
-from reer_assets.core.evaluation.judge import Judge, JudgeReply, JudgeSampling, compact_regex
+from reer_assets.core.evaluation.judge import Judge, JudgeReply, JudgeSampling, compact_regex, guided_max_tokens
 from reer_assets.core.protocols import Message
 
 STRUCTURED = ("auto", "json_schema", "vllm_json", "vllm_regex", "none")
@@ -94,6 +96,17 @@ def portable_schema(schema: Any) -> Any:
     return schema
 
 
+def verdict_max_tokens(schema: dict[str, Any], sampling: JudgeSampling, mode: str) -> int:
+    """``max_tokens`` for one call: under the regex forms at least :func:`guided_max_tokens` of the schema
+    (the whole bounded document always fits, so a guided verdict is never cut off); otherwise as configured
+    (the JSON-grammar forms allow unbounded whitespace, and unguided answers are parsed and retried)."""
+    if mode == "vllm_regex":
+        bound = guided_max_tokens(schema)
+        if bound is not None:
+            return max(sampling.max_tokens, bound)
+    return sampling.max_tokens
+
+
 class OpenAIJudgeBackend:
     """Judge calls as chat completions through :class:`~reer_assets.backends.openai_compat.OpenAIClient`
     (its timeouts, transport retries, in-flight bound and usage counters)."""
@@ -143,7 +156,8 @@ class OpenAIJudgeBackend:
 
         client = self.client
         kwargs: dict[str, Any] = dict(model=model, messages=messages, temperature=sampling.temperature,
-                                      top_p=sampling.top_p, max_tokens=sampling.max_tokens, seed=seed)
+                                      top_p=sampling.top_p, max_tokens=verdict_max_tokens(schema, sampling, mode),
+                                      seed=seed)
         if mode == "json_schema":
             kwargs["response_format"] = {"type": "json_schema",
                                          "json_schema": {"name": name, "schema": portable_schema(schema), "strict": True}}
@@ -189,13 +203,18 @@ class VLLMJudgeBackend:
         room = self.engine.max_model_len - len(ids)
         if room <= 0:
             raise JudgeCallError("prompt_too_long", f"{len(ids)} tokens exceed the context of {self.engine.max_model_len}")
+        bound = guided_max_tokens(schema) if self.structured == "vllm_regex" else None
+        if bound is not None and room < bound:  # a verdict that may not fit is refused, not cut
+            raise JudgeCallError("prompt_too_long", f"{len(ids)} prompt tokens leave {room} of the context of "
+                                 f"{self.engine.max_model_len}; the bounded verdict needs up to {bound}")
         constraint = None
         if self.structured == "vllm_regex":
             constraint = StructuredOutputsParams(regex=compact_regex(schema))
         elif self.structured == "vllm_json":
             constraint = StructuredOutputsParams(json=schema)
         params = SamplingParams(temperature=sampling.temperature, top_p=sampling.top_p if sampling.temperature > 0 else 1.0,
-                                max_tokens=min(sampling.max_tokens, room), seed=seed, structured_outputs=constraint)
+                                max_tokens=min(verdict_max_tokens(schema, sampling, self.structured), room), seed=seed,
+                                structured_outputs=constraint)
         output = self.engine.generate([TokensPrompt(prompt_token_ids=ids)], [params])[0]
         choice = output.outputs[0]
         return JudgeReply(choice.text, len(ids), len(choice.token_ids),

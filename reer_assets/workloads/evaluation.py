@@ -2,7 +2,11 @@
 
 extras: models [{label, path, model_id, checkpoint_id}], benchmarks [{name, format, path?, limit?, weights?}],
 outputs {results, judgments, summary}, work (the judge cache), config {max_tokens, temperature, top_p,
-top_k, seed, prompts_per_domain?}.
+top_k, seed, prompts_per_domain?}, answering? (BackendSpec fields: the generator role's backend with the
+run's overrides; default hf), servers? ({label | checkpoint id | path | "*": {base_url, model}} for openai).
+
+Answers go through :mod:`reer_assets.workloads.answering` (hf, the vLLM engine or a server, many requests
+in flight); each model is loaded once for all items.
 
 Per answer, without a judge: the LongBench-Write length score S_l (where the item asks for a length),
 format adherence (one closed, clean think block and an answer) and, for items with a held-out
@@ -21,18 +25,12 @@ from collections import Counter
 from pathlib import Path
 from typing import Any
 
-from reer_assets.core.chat_format import THINK_OPEN, inference_messages
 from reer_assets.core.evaluation import benchmarks as bench
 from reer_assets.core.evaluation import judge as judging
-from reer_assets.core.evaluation.metrics import check_format, length_score
 from reer_assets.core.ids import stable_id
-from reer_assets.core.language import length_units
-from reer_assets.core.objective import build_score_request, score_of
-from reer_assets.core.protocols import GenerationRequest, Sampling
-from reer_assets.core.refinement import derive_seed
 from reer_assets.core.schemas import BENCHMARK_RESULTS, JUDGE_SCORES
-from reer_assets.core.segment import segment
-from reer_assets.lib import storage
+from reer_assets.lib import prompt_sets, storage
+from reer_assets.workloads.answering import Answerer, answer_items, domain_of  # noqa: F401 (re-exported)
 from reer_assets.workloads.common import Extras, Log, pipes_main, quiet_libraries
 
 BUNDLED = "bundled"
@@ -70,50 +68,6 @@ def load_items(benchmarks: list[dict[str, Any]], cfg: dict[str, Any]) -> tuple[l
     return items, loaded
 
 
-def domain_of(item: dict[str, Any]) -> str:
-    meta = item.get("meta") or {}
-    return str(meta.get("domain") or meta.get("domain1") or meta.get("category") or item["benchmark"])
-
-
-def answer_items(spec: dict[str, Any], items: list[dict[str, Any]], cfg: dict[str, Any], log: Log) -> tuple[list, dict]:
-    """One model's answers to every item, with the metrics that need no judge; and its token counts."""
-    from reer_assets.backends.hf import HFGenerator, HFScorer, LoadedModel
-
-    loaded = LoadedModel.load(spec["path"])
-    generator, scorer = HFGenerator(loaded, spec["model_id"]), HFScorer(loaded, spec["model_id"])
-    sampling = Sampling(cfg["temperature"], cfg["top_p"], cfg["top_k"], cfg["max_tokens"])
-    rows, tokens = [], {}
-    for item in items:
-        request = GenerationRequest(inference_messages(item["prompt"]), prefill=THINK_OPEN, n=1, sampling=sampling,
-                                    seed=derive_seed(cfg["seed"], item["id"], "bench"))
-        completion = generator.generate([request])[0][0]
-        output = THINK_OPEN + completion.text
-        fmt = check_format(output)
-        produced = length_units(fmt.answer, item["language"] or "en")
-        nll = own = None
-        used = tokens.setdefault(item["benchmark"], {"prompt": 0, "completion": 0, "scored": 0})
-        used["prompt"] += completion.prompt_tokens
-        used["completion"] += completion.completion_tokens
-        if item.get("reference"):
-            reference = segment(item["reference"])
-            # no thinking, then the model's own (its text up to </think>, or all of it when unclosed)
-            results = scorer.score([build_score_request(item["prompt"], "", reference),
-                                    build_score_request(item["prompt"], fmt.thinking.removeprefix("\n"), reference)])
-            nll, own = (score_of(r) for r in results)
-            used["scored"] += sum(len(r.token_logprobs) for r in results)
-        required = item.get("required_length")
-        rows.append({
-            "id": stable_id("bench", spec["model_id"], item["benchmark"], item["id"], cfg),
-            "checkpoint_id": spec.get("checkpoint_id"), "model_label": spec["label"], "model": spec["model_id"],
-            "benchmark": item["benchmark"], "prompt_id": str(item["id"]), "domain": domain_of(item),
-            "language": item["language"], "required_length": required, "output_length": produced,
-            "length_score": length_score(required, produced) if required else None, "format_ok": fmt.adherent,
-            "heldout_nll": nll, "heldout_nll_own_thinking": own, "output": output,
-        })
-    log(f"{spec['label']}: {len(items)} items answered")
-    return rows, tokens
-
-
 def judge_tasks(item: dict[str, Any], output: str) -> list[judging.JudgeTask]:
     """The judgments a benchmark's own scoring asks for, for one answer."""
     fmt, name = item["format"], item["benchmark"]
@@ -135,18 +89,21 @@ def aggregate(spec: dict[str, Any], items: list[dict[str, Any]], answers: dict[s
     return bench.longbench_write_summary(items, answers, scores)  # S_l and S_q (bundled: the same measures)
 
 
+@prompt_sets.applied  # the prompt set of the extras (REER_PROMPTS) is in force while it runs
 def run(extras: Extras, log: Log) -> dict:
     quiet_libraries()
     cfg = extras["config"]
     started = time.perf_counter()
     items, loaded = load_items(extras["benchmarks"], cfg)
-    rows, generation_tokens = [], {}
-    for spec in extras["models"]:
-        answered, tokens = answer_items(spec, items, cfg, log)
-        rows += answered
-        generation_tokens[spec["label"]] = tokens
+    rows, generation_tokens, answering = [], {}, {}
+    with Answerer(extras.get("answering"), extras.get("servers"), extras["models"]) as answerer:
+        for spec in extras["models"]:
+            answered, generation_tokens[spec["label"]], answering[spec["label"]] = answer_items(
+                spec, items, cfg, log, answerer)
+            rows += answered
     results = BENCHMARK_RESULTS.frame(rows)
-    summary: dict[str, Any] = {"benchmarks": loaded, "tokens": {"generation": generation_tokens}}
+    summary: dict[str, Any] = {"benchmarks": loaded, "tokens": {"generation": generation_tokens},
+                               "answering": answering}
     judged_rows = []
     judge = _judge(extras, summary, log)
     if judge is not None:
@@ -156,7 +113,7 @@ def run(extras: Extras, log: Log) -> dict:
         storage.write_parquet(frame, extras["outputs"][name])
     storage.write_json(extras["outputs"]["summary"], summary, indent=1)
     return {"rows": results.height, "judgments": judgments.height, "judge_calls": judge.calls if judge else 0,
-            "seconds": round(time.perf_counter() - started, 1)}
+            "answering": answering, "seconds": round(time.perf_counter() - started, 1)}
 
 
 def _judge(extras: Extras, summary: dict[str, Any], log: Log):

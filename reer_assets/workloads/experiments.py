@@ -5,7 +5,9 @@ checkpoints [{id, variant, seed, out_dir}], recipe {name, overrides...}, budget 
 max_steps, train_tokens}, domain, outputs {checkpoints}.
 
 extras, task ``evaluate``: checkpoints (Parquet of ablation_checkpoints), domain, config {prompts_per_domain,
-max_tokens, temperature, top_p, top_k}, outputs {results, judgments}, work (the judge cache).
+max_tokens, temperature, top_p, top_k}, outputs {results, judgments}, work (the judge cache), answering? and
+servers? (as the evaluation workload: the backend every checkpoint answers through,
+:mod:`reer_assets.workloads.answering`; LoRA checkpoints of one base share one vLLM engine).
 
 "The same budget" (docs/experiments.md): every variant trains from the same base, on the same items, with
 the same recipe and seed; under ``steps`` every checkpoint takes the same number of optimizer steps
@@ -26,7 +28,7 @@ from typing import Any
 
 from reer_assets.core.ids import stable_id
 from reer_assets.core.schemas import ABLATION_CHECKPOINTS, ABLATION_RESULTS, JUDGE_SCORES
-from reer_assets.lib import storage
+from reer_assets.lib import prompt_sets, storage
 from reer_assets.workloads.common import Extras, Log, pipes_main, quiet_libraries
 
 BUDGETS = ("steps", "tokens")
@@ -101,7 +103,8 @@ def train_variants(extras: Extras, log: Log) -> dict[str, Any]:
 
 def evaluate_checkpoints(extras: Extras, log: Log) -> dict[str, Any]:
     from reer_assets.core.evaluation import judge as judging
-    from reer_assets.workloads.evaluation import BUNDLED, _judge, answer_items, bundled_items
+    from reer_assets.workloads.answering import Answerer, answer_items
+    from reer_assets.workloads.evaluation import BUNDLED, _judge, bundled_items
 
     started = time.perf_counter()
     cfg = extras["config"]
@@ -112,41 +115,46 @@ def evaluate_checkpoints(extras: Extras, log: Log) -> dict[str, Any]:
         log(f"{extras['domain']}: no bundled held-out prompts for this domain; nothing to evaluate")
     summary: dict[str, Any] = {}
     judge = _judge(extras, summary, log) if items and len(checkpoints) else None
-    results, judged, tokens = [], [], {"prompt": 0, "completion": 0, "scored": 0}
-    for ck in checkpoints.iter_rows(named=True):
-        label = f"{ck['variant']}/seed{ck['seed']}"
-        spec = {"label": label, "path": ck["path"], "model_id": ck["id"], "checkpoint_id": ck["id"]}
-        answered, used = answer_items(spec, items, {**cfg, "seed": int(ck["seed"])}, log)
-        for kind, count in (used.get(BUNDLED) or {}).items():
-            tokens[kind] += count
-        judge_scores: list[float | None] = [None] * len(answered)
-        if judge is not None:
-            by_id = {str(i["id"]): i for i in items}
-            judgments = judge.judge([judging.quality_task(r["prompt_id"], by_id[r["prompt_id"]]["prompt"], r["output"],
-                                                          BUNDLED) for r in answered])
-            for k, j in enumerate(judgments):
-                scores = [s["score"] for s in j.scores] if j.status == "ok" else []
-                judge_scores[k] = statistics.fmean(scores) if scores else None
-                for row in judging.score_rows([j]):
-                    judged.append({**row, "model_label": f"ablation:{label}",
-                                   "id": stable_id("judge", f"ablation:{label}", row["judgment_key"], row["criterion"])})
-        for row, score in zip(answered, judge_scores):
-            results.append({
-                "id": stable_id("ablres", ck["id"], row["prompt_id"], cfg), "domain": extras["domain"],
-                "variant": ck["variant"], "seed": ck["seed"], "checkpoint_id": ck["id"], "prompt_id": row["prompt_id"],
-                "language": row["language"], "required_length": row["required_length"],
-                "output_length": row["output_length"], "length_score": row["length_score"],
-                "format_ok": row["format_ok"], "heldout_nll": row["heldout_nll"],
-                "heldout_nll_own_thinking": row["heldout_nll_own_thinking"], "judge_score": score,
-                "output": row["output"],
-            })
+    results, judged, tokens, answering = [], [], {"prompt": 0, "completion": 0, "scored": 0}, {}
+    specs = [{"label": f"{ck['variant']}/seed{ck['seed']}", "path": ck["path"], "model_id": ck["id"],
+              "checkpoint_id": ck["id"]} for ck in checkpoints.iter_rows(named=True)]
+    answerer = Answerer(extras.get("answering"), extras.get("servers"), specs if items else [])
+    with answerer:
+        for ck, spec in zip(checkpoints.iter_rows(named=True), specs):
+            label = spec["label"]
+            answered, used, answering[label] = answer_items(spec, items, {**cfg, "seed": int(ck["seed"])}, log, answerer)
+            for kind, count in (used.get(BUNDLED) or {}).items():
+                tokens[kind] += count
+            judge_scores: list[float | None] = [None] * len(answered)
+            if judge is not None:
+                by_id = {str(i["id"]): i for i in items}
+                judgments = judge.judge([judging.quality_task(r["prompt_id"], by_id[r["prompt_id"]]["prompt"], r["output"],
+                                                              BUNDLED) for r in answered])
+                for k, j in enumerate(judgments):
+                    scores = [s["score"] for s in j.scores] if j.status == "ok" else []
+                    judge_scores[k] = statistics.fmean(scores) if scores else None
+                    for row in judging.score_rows([j]):
+                        judged.append({**row, "model_label": f"ablation:{label}",
+                                       "id": stable_id("judge", f"ablation:{label}", row["judgment_key"], row["criterion"])})
+            for row, score in zip(answered, judge_scores):
+                results.append({
+                    "id": stable_id("ablres", ck["id"], row["prompt_id"], cfg), "domain": extras["domain"],
+                    "variant": ck["variant"], "seed": ck["seed"], "checkpoint_id": ck["id"], "prompt_id": row["prompt_id"],
+                    "language": row["language"], "required_length": row["required_length"],
+                    "output_length": row["output_length"], "length_score": row["length_score"],
+                    "format_ok": row["format_ok"], "heldout_nll": row["heldout_nll"],
+                    "heldout_nll_own_thinking": row["heldout_nll_own_thinking"], "judge_score": score,
+                    "output": row["output"],
+                })
     storage.write_parquet(ABLATION_RESULTS.frame(results), extras["outputs"]["results"])
     storage.write_parquet(JUDGE_SCORES.frame(judged), extras["outputs"]["judgments"])
     return {"rows": len(results), "checkpoints": len(checkpoints), "prompts": len(items), "judgments": len(judged),
             "judge": summary.get("judge", {"configured": False, "why": "nothing to judge"}), "tokens": tokens,
-            "judge_calls": judge.calls if judge else 0, "seconds": round(time.perf_counter() - started, 1)}
+            "judge_calls": judge.calls if judge else 0, "answering": answering,
+            "seconds": round(time.perf_counter() - started, 1)}
 
 
+@prompt_sets.applied  # the prompt set of the extras (REER_PROMPTS) is in force while it runs
 def run(extras: Extras, log: Log) -> dict:
     quiet_libraries()
     if extras.get("task") == "train":

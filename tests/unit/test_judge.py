@@ -22,6 +22,7 @@ from reer_assets.core.call_cache import CallCache
 from reer_assets.core.evaluation.judge import (
     PROMPT_VERSION,
     QUALITY_DIMENSIONS,
+    REASON_MAX_CHARS,
     Criterion,
     Judge,
     JudgeOutputError,
@@ -33,6 +34,7 @@ from reer_assets.core.evaluation.judge import (
     combine_pair,
     compact_regex,
     extract_json_object,
+    guided_max_tokens,
     messages_for,
     pairwise_tasks,
     parse_output,
@@ -208,7 +210,62 @@ def test_the_compact_regex_matches_exactly_the_schema_shape():
         assert not pattern.fullmatch(_compact(bad)), task.mode
         parse_output(task, _compact(good))  # what the regex admits, the parser accepts
     assert not re.fullmatch(compact_regex(schema_for(_rubric(), 5)), _compact({"reason": "too long", "score": 3}))
-    assert "{1,40}" not in compact_regex(schema_for(_rubric(), 400))  # long bounds become "+" (fast to decode)
+    assert re.fullmatch(compact_regex(schema_for(_rubric(), 400)), _compact({"reason": "x" * 400, "score": 3}))
+    assert not re.fullmatch(compact_regex(schema_for(_rubric(), 400)), _compact({"reason": "x" * 401, "score": 3}))
+    # a bounded reason is plain characters: no escapes (a quote, backslash or line break), in any language
+    assert not re.fullmatch(compact_regex(schema_for(_rubric())), _compact({"reason": 'a "quote"', "score": 3}))
+    assert not re.fullmatch(compact_regex(schema_for(_rubric())), _compact({"reason": "two\nlines", "score": 3}))
+    assert re.fullmatch(compact_regex(schema_for(_rubric())), _compact({"reason": "情节完整，细节生动。", "score": 3}))
+
+
+def _strings(schema: dict) -> list[dict]:
+    """The free-text fields (a pairwise winner is a string too, bounded by its enum)."""
+    if schema.get("type") == "string" and "enum" not in schema:
+        return [schema]
+    return [s for sub in schema.get("properties", {}).values() for s in _strings(sub)]
+
+
+ALL_MODES = [_rubric(), quality_task("i", PROMPT, RESPONSE), checklist_task("i", PROMPT, RESPONSE, ["a?", "b?", "c?"]),
+             pairwise_tasks("i", PROMPT, "x", "y")[0]]
+
+
+@pytest.mark.parametrize("task", ALL_MODES, ids=lambda t: t.mode)
+def test_every_free_text_field_is_bounded_by_default_and_scores_have_their_range(task):
+    schema = schema_for(task)
+    strings = _strings(schema)
+    assert strings and all(s["maxLength"] == REASON_MAX_CHARS[task.mode] and s["minLength"] == 1 for s in strings)
+    assert all(s["maxLength"] == 25 for s in _strings(schema_for(task, 25)))
+    if task.mode == "rubric":
+        assert schema["properties"]["score"] == {"type": "integer", "minimum": 1, "maximum": 10}
+    with pytest.raises(ValueError):
+        schema_for(task, -1)
+
+
+def _longest_document(schema: dict) -> str:
+    """The longest text compact_regex admits: every reason its bound of 4-byte characters, the longest score."""
+    if "enum" in schema:
+        return max((json.dumps(v, ensure_ascii=False) for v in schema["enum"]), key=lambda t: len(t.encode()))
+    if schema.get("type") == "string":
+        return json.dumps("\U0001d11e" * schema["maxLength"], ensure_ascii=False)
+    if schema["type"] == "integer":
+        return max((str(schema["minimum"]), str(schema["maximum"])), key=len)
+    return "{" + ",".join(f"{json.dumps(k)}:{_longest_document(v)}" for k, v in schema["properties"].items()) + "}"
+
+
+@pytest.mark.parametrize("task", ALL_MODES, ids=lambda t: t.mode)
+def test_guided_max_tokens_covers_the_longest_admitted_document(task):
+    """Each generated token carries at least one byte, so the longest document's UTF-8 length plus the end
+    token bounds the tokens; max_tokens from guided_max_tokens is never smaller."""
+    import re
+
+    for cap in (None, 7, 300):
+        schema = schema_for(task, cap)
+        longest = _longest_document(schema)
+        assert re.fullmatch(compact_regex(schema), longest), "the worst case is a document the regex admits"
+        assert len(longest.encode()) + 1 <= guided_max_tokens(schema) <= len(longest.encode()) + 1 + 32
+        parse_output(task, longest)
+    assert guided_max_tokens({"type": "object", "properties": {"reason": {"type": "string", "minLength": 1}},
+                              "required": ["reason"], "additionalProperties": False}) is None  # unbounded: no bound
 
 
 # --------------------------------------------------------------------------------------------------
@@ -291,6 +348,7 @@ def test_the_cache_key_covers_model_version_sampling_item_prompt_text_and_criter
         Judge(ScriptedBackend(GOOD), prompt_version="reer-judge-v0").key(_rubric()),
         Judge(ScriptedBackend(GOOD), sampling=JudgeSampling(temperature=0.7)).key(_rubric()),
         Judge(ScriptedBackend(GOOD), sampling=JudgeSampling(seed=1)).key(_rubric()),
+        Judge(ScriptedBackend(GOOD), reason_max_chars=40).key(_rubric()),  # another bound: another prompt and schema
         judge.key(_rubric(item_id="item-2")),
         judge.key(_rubric(prompt="Write four lines about a river.")),
         judge.key(_rubric(response="Gulls stitch the grey.")),
@@ -454,6 +512,28 @@ def test_the_swap_turns_an_always_prefer_first_judge_into_ties(server):
     for i in range(4):
         shown_first = {b.split("[Response A", 1)[1].split("\n", 2)[1] for b in bodies if f"Request {i}:" in b}
         assert shown_first == {f"answer a{i}", f"answer b{i}"}
+
+
+def test_the_regex_form_asks_for_enough_tokens_for_the_bounded_verdict_and_the_others_as_configured(server):
+    server.on("", "judge")
+    sampling = JudgeSampling(max_tokens=64)
+    tasks = [_rubric(), quality_task("q", PROMPT, RESPONSE)]
+    for form in ("vllm_regex", "vllm_json", "json_schema", "none"):
+        judge = load_judge(_env(server, REER_JUDGE_STRUCTURED=form), sampling=sampling, reason_max_chars=50,
+                           max_attempts=1)
+        assert judge.judge_one(tasks[0]).status == "ok"
+        judge.judge_one(tasks[1])  # (the fault server answers a quality request well only given a JSON schema)
+        sent = [json.loads(r.body)["max_tokens"] for r in _chat(server)[-2:]]
+        if form == "vllm_regex":  # raised to the whole bounded document, never below the configured value
+            assert sent == [guided_max_tokens(schema_for(t, 50)) for t in tasks] and min(sent) > 64
+        else:  # unguided or unbounded forms: as configured (parse retries and judge_failed rows as before)
+            assert sent == [64, 64]
+    big = load_judge(_env(server, REER_JUDGE_STRUCTURED="vllm_regex"), sampling=JudgeSampling(max_tokens=4096))
+    big.judge_one(_rubric("big"))
+    assert json.loads(_chat(server)[-1].body)["max_tokens"] == 4096
+    body = json.loads(_chat(server)[-1].body)
+    assert "{1,300}" in body["structured_outputs"]["regex"]  # the default bound reaches the server
+    assert "within 300 characters" in body["messages"][1]["content"]  # and the judge is told it
 
 
 def test_a_server_that_refuses_structured_output_is_asked_without_it(server):

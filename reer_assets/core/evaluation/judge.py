@@ -49,7 +49,7 @@ from reer_assets.core.protocols import Message
 
 # Bump on ANY change to the wording below, the schemas or the parsing rules: it is part of every cache
 # key and of every recorded score, so old and new judgments are never mixed silently.
-PROMPT_VERSION = "reer-judge-v1"
+PROMPT_VERSION = "reer-judge-v2"  # v2: every reason bounded (REASON_MAX_CHARS)
 MODES = ("rubric", "quality", "checklist", "pairwise")
 MAX_ATTEMPTS = 3
 BANDS = ("1-2", "3-4", "5-6", "7-8", "9-10")
@@ -240,27 +240,35 @@ def _request_and_response(prompt: str, text: str, label: str = "Response") -> st
             f"{_shown(text)}\n[End of {label.lower()}]")
 
 
-def messages_for(task: JudgeTask) -> list[Message]:
-    """System and user turns for one judgment."""
+def _reason_rule(task: JudgeTask, reason_max_chars: int | None) -> str:
+    """The bound the schema puts on reasons, told to the judge so that a capable one is not cut mid-sentence."""
+    limit = reason_max_chars or REASON_MAX_CHARS[task.mode]
+    return f" Keep each reason within {limit} characters, on one line, without double quotes."
+
+
+def messages_for(task: JudgeTask, reason_max_chars: int | None = None) -> list[Message]:
+    """System and user turns for one judgment (``reason_max_chars``: the schema's bound on reasons)."""
+    rule = _reason_rule(task, reason_max_chars)
     if task.mode == "rubric":
         criterion = task.criteria[0]
         bands = "".join(f"{band}: {text}\n" for band, text in criterion.bands)
         user = (f"{_request_and_response(task.prompt, task.texts[0])}\n\n[Criterion] {criterion.name}\n"
                 f"{criterion.description}\n" + (f"\n[Score bands]\n{bands}" if bands else "")
-                + "\nGive your JSON verdict for this criterion.")
+                + "\nGive your JSON verdict for this criterion." + rule)
         return [{"role": "system", "content": RUBRIC_SYSTEM}, {"role": "user", "content": user}]
     if task.mode == "quality":
-        user = f"{_request_and_response(task.prompt, task.texts[0])}\n\nGive your JSON assessment of the six dimensions."
+        user = (f"{_request_and_response(task.prompt, task.texts[0])}\n\n"
+                f"Give your JSON assessment of the six dimensions.{rule}")
         return [{"role": "system", "content": QUALITY_SYSTEM}, {"role": "user", "content": user}]
     if task.mode == "checklist":
         questions = "".join(f"{c.name}. {c.description}\n" for c in task.criteria)
         user = (f"{_request_and_response(task.prompt, task.texts[0])}\n\n[Checklist]\n{questions}\n"
-                f"Give your JSON scores for all {len(task.criteria)} questions.")
+                f"Give your JSON scores for all {len(task.criteria)} questions.{rule}")
         return [{"role": "system", "content": CHECKLIST_SYSTEM}, {"role": "user", "content": user}]
     first, second = task.texts
     user = (f"[Request]\n{task.prompt}\n\n[Response A; it ends at the line \"[End of response A]\"]\n{_shown(first)}\n"
             f"[End of response A]\n\n[Response B; it ends at the line \"[End of response B]\"]\n{_shown(second)}\n"
-            "[End of response B]\n\nGive your JSON verdict.")
+            f"[End of response B]\n\nGive your JSON verdict.{rule}")
     return [{"role": "system", "content": PAIRWISE_SYSTEM}, {"role": "user", "content": user}]
 
 
@@ -268,23 +276,31 @@ def messages_for(task: JudgeTask) -> list[Message]:
 # Schemas for structured output
 
 
-def _reason_schema(max_chars: int | None) -> dict[str, Any]:
-    schema: dict[str, Any] = {"type": "string", "minLength": 1}
-    if max_chars:
-        schema["maxLength"] = int(max_chars)
-    return schema
+# The longest reason a schema admits, per mode, from the length each prompt asks for: "one to three sentences"
+# (rubric, pairwise), "one or two sentences" per entry (quality, checklist). Every free-text field is bounded
+# so that guided decoding ends a reason there: a weak judge that never closes its string (the embedded
+# model writes `{"reason":"` and then text until max_tokens) still gives a complete verdict.
+REASON_MAX_CHARS: dict[str, int] = {"rubric": 300, "pairwise": 300, "quality": 200, "checklist": 200}
+
+
+def _reason_schema(max_chars: int) -> dict[str, Any]:
+    if max_chars < 1:
+        raise ValueError("a reason's bound must be at least 1 character")
+    return {"type": "string", "minLength": 1, "maxLength": int(max_chars)}
 
 
 def _object(properties: dict[str, Any]) -> dict[str, Any]:
     return {"type": "object", "properties": properties, "required": list(properties), "additionalProperties": False}
 
 
-def _scored(score: dict[str, Any], max_chars: int | None) -> dict[str, Any]:
+def _scored(score: dict[str, Any], max_chars: int) -> dict[str, Any]:
     return _object({"reason": _reason_schema(max_chars), "score": score})  # the reason first: reason, then decide
 
 
 def schema_for(task: JudgeTask, reason_max_chars: int | None = None) -> dict[str, Any]:
-    """The JSON schema of a well-formed answer (reasons may be capped at ``reason_max_chars``)."""
+    """The JSON schema of a well-formed answer: every reason at most ``reason_max_chars`` characters (default
+    :data:`REASON_MAX_CHARS` of the mode), every score in its range, so the whole document is bounded."""
+    reason_max_chars = reason_max_chars or REASON_MAX_CHARS[task.mode]
     if task.mode == "rubric":
         return _scored({"type": "integer", "minimum": RUBRIC_RANGE[0], "maximum": RUBRIC_RANGE[1]}, reason_max_chars)
     if task.mode == "quality":
@@ -300,13 +316,14 @@ def schema_name(task: JudgeTask) -> str:
     return f"reer_judge_{task.mode}"
 
 
-_BOUNDED_STRING_MAX = 200  # longer bounds make regex-guided decoding slow (the bound unrolls); use "+" then
+_PLAIN_CHAR = r'[^"\\\x00-\x1f]'  # a string character that needs no escape
+_JSON_CHAR = r'([^"\\\x00-\x1f]|\\["\\/bfnrt])'  # ... or a short escape
 
 
 def compact_regex(schema: Mapping[str, Any]) -> str:
     """A regular expression matching exactly the whitespace-free JSON texts of ``schema`` (properties in
     schema order). Covers what :func:`schema_for` produces: objects with required properties, strings
-    (optionally bounded), integer ranges and enums of numbers or strings."""
+    (bounded by ``maxLength`` when the schema says so), integer ranges and enums of numbers or strings."""
     kind = schema.get("type")
     if "enum" in schema:
         options = sorted((json.dumps(v, ensure_ascii=False) for v in schema["enum"]), key=len, reverse=True)
@@ -315,16 +332,51 @@ def compact_regex(schema: Mapping[str, Any]) -> str:
         parts = [re.escape(json.dumps(name)) + ":" + compact_regex(sub) for name, sub in schema["properties"].items()]
         return r"\{" + ",".join(parts) + r"\}"
     if kind == "string":
-        char = r'([^"\\\x00-\x1f]|\\["\\/bfnrt])'
         low, high = int(schema.get("minLength", 0)), schema.get("maxLength")
-        if high is not None and int(high) <= _BOUNDED_STRING_MAX:
-            return f'"{char}{{{low},{int(high)}}}"'
-        return f'"{char}{"+" if low >= 1 else "*"}"'
+        if high is not None:
+            # A bounded string takes plain characters only (no escapes, so no quote, backslash or line break):
+            # xgrammar precomputes a character class's bounded repetition (about 0.5 ms a token at any bound),
+            # but runs an alternation group's repetition state by state (0.35-1 s a token at {1,300}, 150k vocab).
+            return f'"{_PLAIN_CHAR}{{{low},{int(high)}}}"'
+        return f'"{_JSON_CHAR}{"+" if low >= 1 else "*"}"'
     if kind == "integer" and "minimum" in schema and "maximum" in schema:
         values = range(int(schema["minimum"]), int(schema["maximum"]) + 1)
         if len(values) <= 1000:
             return "(" + "|".join(sorted((str(v) for v in values), key=len, reverse=True)) + ")"
     raise ValueError(f"compact_regex does not cover this schema: {json.dumps(schema)[:120]}")
+
+
+UTF8_MAX_BYTES = 4  # a character of a bounded string: at most 4 bytes of UTF-8
+GUIDED_TOKEN_MARGIN = 16  # on top of the worst case: room for a tokenizer's odd end-of-text handling
+
+
+def max_document_bytes(schema: Mapping[str, Any]) -> int | None:
+    """The longest whitespace-free text :func:`compact_regex` admits for ``schema``, in UTF-8 bytes; None
+    when a string has no ``maxLength`` (then nothing bounds the document)."""
+    kind = schema.get("type")
+    if "enum" in schema:
+        return max(len(json.dumps(v, ensure_ascii=False).encode()) for v in schema["enum"])
+    if kind == "object":
+        total = 2 + max(0, len(schema["properties"]) - 1)  # braces and commas
+        for name, sub in schema["properties"].items():
+            size = max_document_bytes(sub)
+            if size is None:
+                return None
+            total += len(json.dumps(name)) + 1 + size  # the key as compact_regex writes it (ASCII), the colon
+        return total
+    if kind == "string":
+        return None if schema.get("maxLength") is None else 2 + UTF8_MAX_BYTES * int(schema["maxLength"])
+    if kind == "integer" and "minimum" in schema and "maximum" in schema:
+        return max(len(str(int(schema["minimum"]))), len(str(int(schema["maximum"]))))
+    raise ValueError(f"max_document_bytes does not cover this schema: {json.dumps(schema)[:120]}")
+
+
+def guided_max_tokens(schema: Mapping[str, Any]) -> int | None:
+    """Enough ``max_tokens`` for any document :func:`compact_regex` admits, so a regex-guided verdict is
+    never cut off: every generated token carries at least one byte of text (byte-level BPE, SentencePiece
+    byte fallback), plus the end-of-sequence token and :data:`GUIDED_TOKEN_MARGIN`. None when unbounded."""
+    size = max_document_bytes(schema)
+    return None if size is None else size + 1 + GUIDED_TOKEN_MARGIN
 
 
 # --------------------------------------------------------------------------------------------------
@@ -534,7 +586,8 @@ class Judge:
 
     def key(self, task: JudgeTask) -> str:
         payload = ["judge", self.judge_model, self.prompt_version, asdict(self.sampling), task.item_id, task.prompt,
-                   list(task.texts), task.mode, [c.to_dict() for c in task.criteria], task.order]
+                   list(task.texts), task.mode, [c.to_dict() for c in task.criteria], task.order,
+                   self.reason_max_chars or REASON_MAX_CHARS[task.mode]]  # the bound is in the prompt and schema
         return hashlib.sha256(json.dumps(payload, sort_keys=True, ensure_ascii=False).encode()).hexdigest()
 
     def judge(self, tasks: Sequence[JudgeTask]) -> list[Judgment]:
@@ -552,7 +605,8 @@ class Judge:
                 judgment = Judgment.from_dict(stored)
                 judgment.cached = True
                 return judgment
-        messages, schema, name = messages_for(task), schema_for(task, self.reason_max_chars), schema_name(task)
+        messages, schema = messages_for(task, self.reason_max_chars), schema_for(task, self.reason_max_chars)
+        name = schema_name(task)
         errors: list[str] = []
         prompt_tokens = completion_tokens = attempts = 0
         raw = ""
