@@ -3,12 +3,20 @@
 Wording is the project's own. Every generator task has one builder here, and the
 embedded model is trained on exactly these renderings, so changing a text here
 changes ``PROMPT_SET_VERSION`` and therefore the embedded model's build hash.
+
+Another catalogue (``REER_PROMPTS``: a file in this schema, or the official code's templates;
+``lib/prompt_sets.py`` loads it) can be put in force for a block with :func:`use_prompts`;
+:func:`prompts_for` then answers from it. Core never reads the setting itself.
 """
 
 from __future__ import annotations
 
+import contextlib
+import hashlib
+import json
 import random
-from dataclasses import dataclass
+from dataclasses import dataclass, fields, replace
+from typing import Iterator
 
 from reer_assets.core.language import EN, ZH, prompt_language
 from reer_assets.core.protocols import Message
@@ -112,9 +120,10 @@ class PromptSet:
     openers: tuple[tuple[str, float], ...]
     empty_marker: str
     version: str = PROMPT_SET_VERSION
+    system_prompt: str = SYSTEM_PROMPT
 
     def _chat(self, user: str) -> list[Message]:
-        return [{"role": "system", "content": SYSTEM_PROMPT}, {"role": "user", "content": user}]
+        return [{"role": "system", "content": self.system_prompt}, {"role": "user", "content": user}]
 
     def inference_messages(self, query: str) -> list[Message]:
         """The standard inference prompt: the request plus the thinking instructions (never the reference)."""
@@ -184,7 +193,77 @@ CHINESE = PromptSet(
 
 PROMPT_SETS = {EN: ENGLISH, ZH: CHINESE}
 
+# the fields a prompt set file gives per language (everything but ``language`` and ``version``)
+PROMPT_FIELDS = tuple(f.name for f in fields(PromptSet) if f.name not in ("language", "version"))
+# the placeholders each template may use, and those it must use
+TEMPLATE_PLACEHOLDERS = {
+    "inference_template": ({"query"}, {"query"}),
+    "initial_template": ({"query", "reference"}, {"query", "reference"}),
+    "edit_template": ({"query", "reference", "before", "target", "after", "draft_note"}, {"target"}),
+    "synth_template": ({"text"}, {"text"}),
+}
 
-def prompts_for(query: str) -> PromptSet:
-    """The prompt set for a query, by the CJK rule of docs/algorithm.md §1."""
-    return PROMPT_SETS[prompt_language(query)]
+
+def set_content(prompt_set: PromptSet) -> dict:
+    """A prompt set's fields as plain JSON values (openers as ``[text, weight]`` lists)."""
+    out = {name: getattr(prompt_set, name) for name in PROMPT_FIELDS}
+    out["openers"] = [[text, weight] for text, weight in prompt_set.openers]
+    return out
+
+
+def content_hash(sets: dict[str, PromptSet]) -> str:
+    """A short sha256 of every field of every language: the content part of an identity."""
+    payload = {lang: set_content(sets[lang]) for lang in sorted(sets)}
+    return hashlib.sha256(json.dumps(payload, sort_keys=True, ensure_ascii=False).encode()).hexdigest()[:16]
+
+
+@dataclass(frozen=True)
+class PromptCatalogue:
+    """One prompt set per language, and their identity (``reer-prompts-v2``, ``file:<sha>``, ``official:<sha>``)."""
+
+    identity: str
+    sets: dict[str, PromptSet]
+
+    def for_query(self, query: str) -> PromptSet:
+        return self.sets[prompt_language(query)]
+
+    def to_payload(self) -> dict:
+        """JSON for a workload's extras: the identity and every field per language."""
+        return {"identity": self.identity, "sets": {lang: set_content(s) for lang, s in self.sets.items()}}
+
+    @classmethod
+    def from_payload(cls, payload: dict) -> "PromptCatalogue":
+        identity = payload["identity"]
+        sets = {lang: PromptSet(language=lang, version=identity,
+                                **{**content, "openers": tuple((str(t), float(w)) for t, w in content["openers"])})
+                for lang, content in payload["sets"].items()}
+        return cls(identity, sets)
+
+    def with_identity(self, identity: str) -> "PromptCatalogue":
+        return PromptCatalogue(identity, {lang: replace(s, version=identity) for lang, s in self.sets.items()})
+
+
+BUNDLED = PromptCatalogue(PROMPT_SET_VERSION, PROMPT_SETS)
+_in_force: PromptCatalogue = BUNDLED
+
+
+def active_prompts() -> PromptCatalogue:
+    """The catalogue in force (the bundled one unless :func:`use_prompts` installed another)."""
+    return _in_force
+
+
+@contextlib.contextmanager
+def use_prompts(catalogue: PromptCatalogue | None) -> Iterator[PromptCatalogue]:
+    """Put ``catalogue`` in force for a block (process-wide, so worker threads see it); None keeps the current."""
+    global _in_force
+    saved = _in_force
+    _in_force = catalogue or saved
+    try:
+        yield _in_force
+    finally:
+        _in_force = saved
+
+
+def prompts_for(query: str, catalogue: PromptCatalogue | None = None) -> PromptSet:
+    """The prompt set for a query, by the CJK rule of docs/algorithm.md §1, from ``catalogue`` or the one in force."""
+    return (catalogue or _in_force).for_query(query)

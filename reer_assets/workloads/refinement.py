@@ -26,7 +26,7 @@ from reer_assets.core.ids import stable_id
 from reer_assets.core.refinement import ReerSearch, SearchConfig, SearchItem
 from reer_assets.core.schemas import CANDIDATES, SEARCH_STEPS, TRAJECTORIES
 from reer_assets.core.trace import SearchTrace
-from reer_assets.lib import storage
+from reer_assets.lib import prompt_sets, storage
 from reer_assets.workloads.common import Extras, ItemCheckpoints, Log, pipes_main, quiet_libraries
 
 
@@ -159,6 +159,7 @@ def item_concurrency(cfg: dict, gen_spec, scorer_spec) -> int:
     return 1
 
 
+@prompt_sets.applied  # the prompt set of the extras (REER_PROMPTS) is in force while it runs
 def run(extras: Extras, log: Log) -> dict:
     from reer_assets.backends.config import BackendSpec, load_generator, load_scorer
 

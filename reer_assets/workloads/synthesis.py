@@ -1,5 +1,8 @@
 """Workload: the request behind each accepted document (given, or back-synthesized).
 
+A document's published thinking (the source's own, when it had one) travels with its query, so the
+search and the experiments can reach it without going back to the documents.
+
 extras: documents (Parquet of raw_documents), out (Parquet to write), work (checkpoint folder),
 config {temperature, top_p, top_k, max_tokens, seed, qc{...}}, config_hash.
 """
@@ -12,10 +15,11 @@ from reer_assets.core.protocols import Sampling
 from reer_assets.core.refinement import derive_seed
 from reer_assets.core.schemas import QUERIES
 from reer_assets.core.synthesis import QueryQC, query_reasons, synthesize_query
-from reer_assets.lib import storage
+from reer_assets.lib import prompt_sets, storage
 from reer_assets.workloads.common import Extras, ItemCheckpoints, Log, pipes_main, quiet_libraries
 
 
+@prompt_sets.applied  # the prompt set of the extras (REER_PROMPTS) is in force while it runs
 def run(extras: Extras, log: Log) -> dict:
     from reer_assets.backends.config import BackendSpec, load_generator
     from reer_assets.core.ids import stable_id
@@ -51,6 +55,8 @@ def run(extras: Extras, log: Log) -> dict:
             "reference": doc["text"], "synthesized": synthesized, "model": model, "raw_output": raw,
             "status": "rejected" if reasons else "accepted", "reject_reasons": reasons,
             "prompt_tokens": usage[0], "completion_tokens": usage[1], "config_hash": extras["config_hash"],
+            # .get: raw_documents written before the column existed have none
+            "published_thinking": doc.get("published_thinking"),
         })
         made += 1
         log(f"query for {doc['id']}: {'synthesized' if synthesized else 'given'}, {'rejected ' + str(reasons) if reasons else 'accepted'}")

@@ -24,6 +24,7 @@ from reer_assets.core.ingest.domains import domains_file
 from reer_assets.core.ingest.readers.book import read_book
 from reer_assets.core.ingest.readers.bundled import read_bundled
 from reer_assets.core.ingest.readers.common import SourceRecord
+from reer_assets.core.ingest.readers.deepwriting import read_deepwriting
 from reer_assets.core.ingest.readers.generic import read_generic
 from reer_assets.core.ingest.readers.inbox import read_inbox
 from reer_assets.core.ingest.readers.pairs import read_pairs
@@ -41,6 +42,7 @@ READERS: dict[str, Reader] = {
     "book": read_book,
     "reer": read_reer,
     "generic": read_generic,
+    "deepwriting": read_deepwriting,
 }
 
 
@@ -89,10 +91,14 @@ class Cleaner:
         digest = text_hash(text)
         # the cleaning config is part of the id: a row's verdict depends on it, and a new config
         # must add rows to lineage, never overwrite the old config's
-        doc_id = stable_id("doc", self.domain, record.source_uri, digest, self.cfg_hash)
+        # a published thinking is part of what the document is: a source that gains or changes one makes
+        # new rows (and so new queries downstream); without one the id is what it always was
+        identity = (record.published_thinking,) if record.published_thinking else ()
+        doc_id = stable_id("doc", self.domain, record.source_uri, digest, self.cfg_hash, *identity)
         self._ids[doc_id] += 1
         if self._ids[doc_id] > 1:  # the same file listed twice: keep both rows, distinct ids
-            doc_id = stable_id("doc", self.domain, record.source_uri, digest, self.cfg_hash, self._ids[doc_id])
+            doc_id = stable_id("doc", self.domain, record.source_uri, digest, self.cfg_hash, *identity,
+                               self._ids[doc_id])
         duplicate_of = None
         if record.read_error:
             language, reasons = (record.language or None), [record.read_error]
@@ -113,7 +119,8 @@ class Cleaner:
         return {
             "id": doc_id, "domain": self.domain, "reader": reader, "source_uri": record.source_uri,
             "source_id": record.source_id, "language": language, "title": record.title, "text": text,
-            "text_hash": digest, "given_request": record.given_request, "license": record.license,
+            "text_hash": digest, "given_request": record.given_request,
+            "published_thinking": record.published_thinking, "license": record.license,
             "attribution": record.attribution,
             "source_meta": json.dumps(record.meta, ensure_ascii=False, sort_keys=True, default=str) if record.meta else None,
             "status": "rejected" if reasons else "accepted", "reject_reasons": reasons, "duplicate_of": duplicate_of,
@@ -202,4 +209,6 @@ def public_record(row: dict[str, Any]) -> dict[str, Any]:
               "language": row["language"], "query": row["given_request"]}
     if row["status"] == "accepted":
         record["text"] = row["text"]
+        if row.get("published_thinking"):
+            record["published_thinking"] = row["published_thinking"]
     return record

@@ -29,6 +29,9 @@ class SourceRecord:
     domain: str | None = None
     title: str | None = None
     given_request: str | None = None
+    # the source's own thinking for this text (``<think>…</think>`` before the answer), kept beside the
+    # reference so it can be compared with ours; None when the source has none
+    published_thinking: str | None = None
     license: str | None = None
     attribution: str | None = None
     language: str | None = None  # when the source states it; otherwise cleaning detects it

@@ -1,8 +1,10 @@
 """The REER input format: a JSON list of ``{question, solution, index}`` objects.
 
 ``question`` is the given request, ``solution`` the text; a solution that carries a model's
-reasoning before ``</think>`` contributes only what follows the (last) tag, without a
-wrapping ``<answer>`` block. ``index`` is the record's stable id. The list is parsed one
+reasoning before ``</think>`` contributes what follows the (last) tag as the text, without a
+wrapping ``<answer>`` block, and the reasoning itself (without ``<think>``) as the record's
+``published_thinking``, so the source's own thinking stays beside the reference instead of being
+lost. ``index`` is the record's stable id. The list is parsed one
 element at a time from a stream, so a large file is never held whole; an element that is
 not an object, lacks its solution or holds undecodable bytes is a reject and the elements
 after it still load. A file that stops being valid JSON keeps the elements before the fault.
@@ -51,11 +53,24 @@ def read_reer(domain: str, options: dict[str, Any]) -> Iterator[SourceRecord]:
 
 def answer_text(solution: str, think_end: str = "</think>") -> tuple[str, bool]:
     """The part of a solution a reader sees: after the last ``think_end`` tag, unwrapped from
-    ``<answer>``; and whether there was thinking to drop."""
-    had_thinking = think_end in solution
-    text = solution.rsplit(think_end, 1)[1] if had_thinking else solution
+    ``<answer>``; and whether there was thinking before it."""
+    return split_solution(solution, think_end)[0], think_end in solution
+
+
+def split_solution(solution: str, think_end: str = "</think>") -> tuple[str, str | None]:
+    """(answer, published thinking) of a solution: the answer after the last ``think_end`` tag,
+    unwrapped from ``<answer>``; the thinking before it, without its opening ``<think>`` tag and
+    surrounding whitespace (None when there is no tag or nothing before it)."""
+    if think_end not in solution:
+        match = _ANSWER.match(solution)
+        return (match.group(1) if match else solution).strip(), None
+    before, text = solution.rsplit(think_end, 1)
     match = _ANSWER.match(text)
-    return (match.group(1) if match else text).strip(), had_thinking
+    thinking = before.strip()
+    open_tag = think_end.replace("</", "<", 1)  # </think> -> <think>
+    if thinking.startswith(open_tag):
+        thinking = thinking[len(open_tag):].strip()
+    return (match.group(1) if match else text).strip(), thinking or None
 
 
 def _read_file(file: SourceFile, opts: dict[str, Any]) -> Iterator[SourceRecord]:
@@ -97,7 +112,8 @@ def _record(file: SourceFile, place: str, element: Any, opts: dict[str, Any]) ->
     if solution is None:
         record.read_error = f"missing_field:{opts['solution_field']}"
         return record
-    record.text, record.meta["had_thinking"] = answer_text(solution, opts["think_end"])
+    record.text, record.published_thinking = split_solution(solution, opts["think_end"])
+    record.meta["had_thinking"] = opts["think_end"] in solution
     question = text_value(field_value(element, opts["question_field"]))
     record.given_request = question.strip() if question and question.strip() else None
     return record
