@@ -10,10 +10,11 @@ dataset_job = dg.define_asset_job("dataset_job", selection=["sft_dataset"])
 training_job = dg.define_asset_job("training_job", selection=["base_model", "finetuned_checkpoint"])
 evaluation_job = dg.define_asset_job("evaluation_job", selection=["benchmark_scores"])
 
-# One domain from raw text to filtered rows (what a backfill runs per partition).
+# One domain from raw text to filtered rows (what a backfill runs per partition), starting with its plan
+# (run_plan: calls and tokens per stage, docs/cost.md; it calls no model).
 domain_pipeline_job = dg.define_asset_job(
     "domain_pipeline_job",
-    selection=["raw_documents", "synthesized_queries", "refined_trajectories", "filtered_dataset"],
+    selection=["run_plan", "raw_documents", "synthesized_queries", "refined_trajectories", "filtered_dataset"],
 )
 # Everything after the per-domain stages: dataset, fine-tuning, benchmarks.
 model_pipeline_job = dg.define_asset_job(

@@ -39,6 +39,7 @@ UNPARTITIONED = "__all__"
 # What each asset writes into its folder (asset_dir): output name -> file. Downstream code asks for an
 # output by asset and name, never by file name.
 OUTPUTS: dict[str, dict[str, str]] = {
+    "run_plan": {"plan": "plan.json"},
     "raw_documents": {"documents": "documents.parquet"},
     "synthesized_queries": {"queries": "queries.parquet"},
     "refined_trajectories": {"trajectories": "trajectories.parquet", "search_steps": "search_steps.parquet",

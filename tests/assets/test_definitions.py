@@ -25,8 +25,8 @@ def test_graph_shape_partitions_pools_and_checks():
     keys = {k.to_user_string() for k in graph.get_all_asset_keys()}
     assert keys == {"raw_documents", "synthesized_queries", "refined_trajectories", "filtered_dataset",
                     "sft_dataset", "base_model", "finetuned_checkpoint", "benchmark_scores", "lineage_compaction",
-                    "ablation_datasets", "ablation_checkpoints", "ablation_results", "experiment_report"}
-    partitioned = {"raw_documents", "synthesized_queries", "refined_trajectories", "filtered_dataset",
+                    "ablation_datasets", "ablation_checkpoints", "ablation_results", "experiment_report", "run_plan"}
+    partitioned = {"run_plan", "raw_documents", "synthesized_queries", "refined_trajectories", "filtered_dataset",
                    "ablation_datasets", "ablation_checkpoints", "ablation_results"}
     for key in graph.get_all_asset_keys():
         node = graph.get(key)

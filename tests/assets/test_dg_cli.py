@@ -34,7 +34,7 @@ def test_dg_list_defs(tmp_path):
     listed = json.loads(out.stdout)
     assets = {a["asset_key"]: a for a in listed["assets"]}
     assert {"raw_documents", "synthesized_queries", "refined_trajectories", "filtered_dataset", "sft_dataset",
-            "base_model", "finetuned_checkpoint", "benchmark_scores"} <= set(assets)
+            "base_model", "finetuned_checkpoint", "benchmark_scores", "run_plan"} <= set(assets)
     assert assets["refined_trajectories"]["dependency_keys"] == ["synthesized_queries"]
     assert {"domain_pipeline_job", "model_pipeline_job", "ingest_job"} <= {j["name"] for j in listed["jobs"]}
     assert {"inbox_sensor", "dead_run_sensor", "domain_automation"} <= {s["name"] for s in listed["sensors"]}
