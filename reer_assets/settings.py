@@ -10,10 +10,11 @@ workloads, the ``reer`` CLI and ``make demo``, which set up the processes they s
 | ``REER_LINEAGE_DB`` | the lineage DuckDB file | ``$DAGSTER_HOME/lineage.duckdb`` |
 | ``REER_LINEAGE_MODE`` | ``single`` (one DuckDB file, one writer at a time) or ``fragments`` (Parquet fragments under the storage root, any number of writers; docs/scale.md) | ``single`` |
 | ``REER_STORAGE_ROOT`` | where asset files live: a local folder or an fsspec URL (``s3://bucket/prefix``) | ``$DAGSTER_HOME/reer`` |
-| ``REER_STORAGE_OPTIONS`` | JSON object of fsspec options for a remote root (``{"endpoint_url": ...}``; credentials come from the usual variables, never from here) | none |
+| ``REER_STORAGE_OPTIONS`` | JSON object of fsspec options for a remote root (``{"endpoint_url": ...}``; credentials come from the usual variables, never from here: names with ``key``, ``secret``, ``token`` or ``password`` are refused) | none |
 | ``REER_PROFILE`` | the run profile (``default``, ``demo``, ``test``) | ``default`` |
 | ``REER_DOMAINS_FILE`` | the domains and their sources | ``reer_assets/domains.yaml`` |
 | ``REER_BENCHMARKS_FILE`` | the benchmark files ``benchmark_scores`` evaluates | ``reer_assets/benchmarks.yaml`` |
+| ``REER_PROMPTS`` | the prompt set: a file in the engine's schema (YAML/JSON), or ``official:PATH`` (the official ``synthesize.py``, parsed, never run); ``lib/prompt_sets.py`` | the bundled set |
 | ``REER_CACHE_DIR`` | the per-user cache of embedded model builds | ``~/.cache/reer-assets`` |
 | ``REER_<ROLE>_*`` | the model backend of a role (generator, scorer, judge): ``backends/config.py`` | embedded |
 | ``REER_WORKLOAD_RUNNER`` | where model work runs: ``subprocess`` (Dagster Pipes), ``ray`` (a Ray job per run), ``k8s`` (a pod), ``slurm`` (an sbatch job), ``in_process`` (tests) | ``subprocess`` |
@@ -65,8 +66,33 @@ def storage_root() -> str | None:
     return _get("REER_STORAGE_ROOT")
 
 
+SECRET_OPTION_WORDS = ("key", "secret", "token", "password")  # in an option's name: a credential
+
+
+def _secret_option_names(value, path: str = "") -> list[str]:
+    """The option names (dotted paths into nested objects) that contain a secret's word, case-insensitive:
+    ``key``, ``aws_secret_access_key``, ``client_kwargs.aws_session_token``, ``sasToken``, ``password``."""
+    found: list[str] = []
+    if isinstance(value, dict):
+        for name, inner in value.items():
+            where = f"{path}.{name}" if path else str(name)
+            if any(word in str(name).lower() for word in SECRET_OPTION_WORDS):
+                found.append(where)
+            found += _secret_option_names(inner, where)
+    elif isinstance(value, list):
+        for index, inner in enumerate(value):
+            found += _secret_option_names(inner, f"{path}[{index}]")
+    return found
+
+
 def storage_options() -> dict:
-    """fsspec options for a remote storage root (REER_STORAGE_OPTIONS, a JSON object)."""
+    """fsspec options for a remote storage root (REER_STORAGE_OPTIONS, a JSON object).
+
+    Options whose names hold a secret's word (``key``, ``secret``, ``token``, ``password``, anywhere in the
+    name and at any depth, case-insensitive) are refused: this variable is forwarded to every remote
+    workload (Ray runtime envs, pod specs, Slurm job scripts, all readable by whoever can list jobs), so
+    credentials come from the environment on each worker instead (``AWS_ACCESS_KEY_ID``/``AWS_SECRET_ACCESS_KEY``,
+    a profile, an instance role). The error names the options, never their values."""
     import json
 
     raw = _get("REER_STORAGE_OPTIONS")
@@ -75,9 +101,16 @@ def storage_options() -> dict:
     try:
         value = json.loads(raw)
     except json.JSONDecodeError as exc:
-        raise ValueError(f"REER_STORAGE_OPTIONS is not valid JSON: {exc}") from exc
+        raise ValueError(f"REER_STORAGE_OPTIONS is not valid JSON ({exc.msg} at line {exc.lineno}, column {exc.colno})") from None
     if not isinstance(value, dict):
         raise ValueError("REER_STORAGE_OPTIONS must be a JSON object")
+    secrets = _secret_option_names(value)
+    if secrets:
+        raise ValueError(
+            f"REER_STORAGE_OPTIONS names secret option(s) {', '.join(secrets)}: credentials never go in this "
+            "variable, which is forwarded to every remote workload (Ray runtime envs, pod specs, Slurm job "
+            "scripts). Give them through the environment on each worker instead (AWS_ACCESS_KEY_ID and "
+            "AWS_SECRET_ACCESS_KEY, AWS_PROFILE, an instance role, or your store's own variables).")
     return value
 
 
@@ -92,6 +125,12 @@ def domains_file() -> Path:
 
 def benchmarks_file() -> Path:
     return Path(_get("REER_BENCHMARKS_FILE") or PACKAGE_DIR / "benchmarks.yaml")
+
+
+def prompts_spec() -> str | None:
+    """The prompt set named by REER_PROMPTS (``PATH`` or ``official:PATH``); None for the bundled one."""
+    value = _get("REER_PROMPTS")
+    return value.strip() if value and value.strip() else None
 
 
 def cache_dir() -> Path:

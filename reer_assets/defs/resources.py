@@ -9,7 +9,9 @@ from its environment.
 import dataclasses
 import importlib
 import json
+import os
 import shlex
+import shutil
 import sys
 import tempfile
 import threading
@@ -137,6 +139,34 @@ def _mapping(text: str | None) -> dict[str, str]:
     return {k.strip(): v.strip() for k, v in pairs}
 
 
+def ray_auth_token(environ: Optional[dict] = None) -> Optional[str]:
+    """The Ray cluster's token (Ray's token authentication, ``RAY_AUTH_MODE=token`` on the nodes) from
+    this process's environment, in Ray's own order: ``RAY_AUTH_TOKEN``, else the file ``RAY_AUTH_TOKEN_PATH``
+    names; None when neither is set (then Ray's client does what it does by itself). The runner sends it
+    only as the job client's ``Authorization`` header: never in a job's entrypoint, runtime env, metadata
+    or a log line. A path that cannot be read, or an empty file, is an error naming the variable."""
+    env = os.environ if environ is None else environ
+    token = (env.get("RAY_AUTH_TOKEN") or "").strip()
+    if token:
+        return token
+    path = env.get("RAY_AUTH_TOKEN_PATH")
+    if not path:
+        return None
+    try:
+        token = Path(path).expanduser().read_text(encoding="utf-8").strip()
+    except OSError as exc:
+        raise ValueError(f"RAY_AUTH_TOKEN_PATH={path}: cannot read the Ray token ({exc.strerror})") from None
+    if not token:
+        raise ValueError(f"RAY_AUTH_TOKEN_PATH={path} is empty")
+    return token
+
+
+def ray_auth_headers(environ: Optional[dict] = None) -> Optional[dict[str, str]]:
+    """HTTP headers for the Ray job client: ``Authorization: Bearer <token>`` when a token is set."""
+    token = ray_auth_token(environ)
+    return {"Authorization": f"Bearer {token}"} if token else None
+
+
 class RayRunnerSettings(dg.Config):
     """``REER_WORKLOAD_RUNNER=ray``: each workload run (each shard) is one Ray job (dagster-ray's
     ``PipesRayJobClient``). Variables ``REER_RAY_<FIELD>``."""
@@ -186,6 +216,36 @@ class SlurmRunnerSettings(dg.Config):
     env_path: Optional[str] = None  # a pre-deployed environment: <env_path>/env/bin/python, <env_path>/activate.sh
     project_dir: Optional[str] = None  # the project on the cluster (shared file system); the job starts there
     remote_base: Optional[str] = None  # where dagster-slurm keeps run folders (default: the account's home)
+    known_hosts: Optional[str] = None  # the login node's host key, checked strictly (default: ~/.ssh/known_hosts)
+    queue_wait_s: int = 86400  # how long a job may wait in the queue; the poll timeout is this + time_limit + margin
+
+
+SLURM_POLL_MARGIN_S = 600  # after the time limit: Slurm's KillWait, the epilog, the last log lines coming back
+SLURM_NO_LIMIT_POLL_S = 10 * 365 * 86400  # time_limit UNLIMITED: the step waits as long as the job runs
+
+
+def slurm_time_limit_s(limit: str) -> Optional[int]:
+    """Seconds in a Slurm time limit, as ``sbatch -t`` reads it (``M``, ``M:S``, ``H:M:S``, ``D-H``, ``D-H:M``,
+    ``D-H:M:S``); None for ``UNLIMITED``/``INFINITE``. A malformed value names REER_SLURM_TIME_LIMIT."""
+    text = str(limit).strip()
+    if text.lower() in ("unlimited", "infinite"):
+        return None
+    try:
+        days, _, rest = text.rpartition("-")
+        parts = [int(p) for p in rest.split(":")]
+        if any(p < 0 for p in parts) or not 1 <= len(parts) <= 3:
+            raise ValueError
+        if days:
+            hours, minutes, seconds = (parts + [0, 0])[:3]
+            return int(days) * 86400 + hours * 3600 + minutes * 60 + seconds
+        if len(parts) == 1:
+            return parts[0] * 60
+        if len(parts) == 2:
+            return parts[0] * 60 + parts[1]
+        return parts[0] * 3600 + parts[1] * 60 + parts[2]
+    except ValueError:
+        raise ValueError(f"REER_SLURM_TIME_LIMIT={limit!r} is not a Slurm time limit "
+                         "(M, M:S, H:M:S, D-H, D-H:M, D-H:M:S or UNLIMITED)") from None
 
 
 def _settings_from_env(cls: type, kind: str, environ: Optional[dict] = None):
@@ -248,6 +308,8 @@ class WorkloadRunner(dg.ConfigurableResource):
             raise ValueError("REER_WORKLOAD_RUNNER=k8s needs REER_K8S_IMAGE, an image with this project installed")
         if self.mode == "slurm" and not (self.slurm.host and self.slurm.user):
             raise ValueError("REER_WORKLOAD_RUNNER=slurm needs REER_SLURM_HOST and REER_SLURM_USER (the login node)")
+        if self.mode == "slurm":
+            self.slurm_poll_timeout()  # a malformed REER_SLURM_TIME_LIMIT fails here, before any job
 
     def run(self, context: dg.AssetExecutionContext, name: str, extras: dict[str, Any],
             env: dict[str, str]) -> dict[str, Any]:
@@ -279,6 +341,9 @@ class WorkloadRunner(dg.ConfigurableResource):
         env_vars, _ = self.remote_env(env)
         threads = str(max(1, int(cfg.num_cpus)))
         env_vars = {"OMP_NUM_THREADS": threads, "MKL_NUM_THREADS": threads, **env_vars}
+        token = ray_auth_token()
+        if token:  # the Ray token never rides in a runtime env, whatever variable would carry it
+            env_vars = {k: v for k, v in env_vars.items() if token not in v}
         project = cfg.project_dir or str(settings.REPO_ROOT)
         command = " ".join(shlex.quote(part) for part in workload_command(name, cfg.python))
         shard = (extras or {}).get("shard")
@@ -302,8 +367,9 @@ class WorkloadRunner(dg.ConfigurableResource):
         _, secrets = self.remote_env(env)
         if secrets:
             context.log.info(f"not sent to the Ray job (set them on the Ray nodes): {', '.join(secrets)}")
-        # one client per run: its message reader follows one job
-        client = PipesRayJobClient(address=self.ray.address, poll_interval=self.ray.poll_interval_s)
+        # one client per run: its message reader follows one job; the token (if any) only as a header
+        client = PipesRayJobClient(address=self.ray.address, poll_interval=self.ray.poll_interval_s,
+                                   headers=ray_auth_headers())
         with self._lock:
             self._ray_jobs[params["submission_id"]] = self.ray.address
         try:
@@ -325,7 +391,7 @@ class WorkloadRunner(dg.ConfigurableResource):
         stopped = []
         for job_id, address in jobs.items():
             try:
-                JobSubmissionClient(address).stop_job(job_id)
+                JobSubmissionClient(address, headers=ray_auth_headers()).stop_job(job_id)
                 stopped.append(job_id)
             except Exception as exc:  # noqa: BLE001 (best effort: the job may have ended meanwhile)
                 if log:
@@ -396,22 +462,43 @@ class WorkloadRunner(dg.ConfigurableResource):
 
         cfg = self.slurm
         ssh = SSHConnectionResource(host=cfg.host, user=cfg.user, port=cfg.port,
-                                    **({"key_path": cfg.key_path} if cfg.key_path else {}))
+                                    **({"key_path": cfg.key_path} if cfg.key_path else {}),
+                                    **({"known_hosts_file": cfg.known_hosts} if cfg.known_hosts else {}))
         queue = SlurmQueueConfig(partition=cfg.partition, time_limit=cfg.time_limit, cpus=cfg.cpus,
                                  gpus_per_node=cfg.gpus, mem=cfg.mem, account=cfg.account, qos=cfg.qos)
         slurm = SlurmResource(ssh=ssh, queue=queue, **({"remote_base": cfg.remote_base} if cfg.remote_base else {}))
         return ComputeResource(mode="slurm", slurm=slurm, default_launcher=BashLauncher(),
                                pre_deployed_env_path=cfg.env_path)
 
-    def slurm_payload(self, name: str) -> Path:
+    def slurm_poll_timeout(self) -> int:
+        """How long the step waits for one Slurm job (dagster-slurm's ``poll_timeout``, counted from the
+        submission): the job's time limit plus ``queue_wait_s`` in the queue plus a margin. It follows
+        ``REER_SLURM_TIME_LIMIT``, so Slurm's limit is what ends a long job, never the client's default
+        of 3,600 s; with ``UNLIMITED`` the step waits as long as the job runs."""
+        limit = slurm_time_limit_s(self.slurm.time_limit)
+        if limit is None:
+            return SLURM_NO_LIMIT_POLL_S
+        return limit + max(0, int(self.slurm.queue_wait_s)) + SLURM_POLL_MARGIN_S
+
+    @staticmethod
+    def slurm_payload_name(name: str) -> str:
+        return f"reer_workload_{name}.py"
+
+    def slurm_payload_text(self, name: str) -> str:
         """The payload dagster-slurm uploads and runs: three lines that start the workload module from
         the project folder on the cluster (the workload itself is the same program as everywhere)."""
         project = self.slurm.project_dir or str(settings.REPO_ROOT)
-        folder = Path(tempfile.gettempdir()) / "reer-slurm-payloads"
-        folder.mkdir(parents=True, exist_ok=True)
-        path = folder / f"reer_workload_{name}.py"
-        path.write_text(f"import os, runpy, sys\nos.chdir({project!r})\nsys.path.insert(0, {project!r})\n"
-                        f"runpy.run_module('reer_assets.workloads.{name}', run_name='__main__', alter_sys=True)\n")
+        return (f"import os, runpy, sys\nos.chdir({project!r})\nsys.path.insert(0, {project!r})\n"
+                f"runpy.run_module('reer_assets.workloads.{name}', run_name='__main__', alter_sys=True)\n")
+
+    def slurm_payload(self, name: str, folder: Path) -> Path:
+        """Write the payload into ``folder``, a private folder of this run (:meth:`_run_slurm` makes it with
+        ``tempfile.mkdtemp``: mode 0700, a new name each time), as a new file: ``O_EXCL|O_NOFOLLOW``, so
+        nothing planted there beforehand (a symlink, another user's file) is ever followed or reused."""
+        path = Path(folder) / self.slurm_payload_name(name)
+        fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL | getattr(os, "O_NOFOLLOW", 0), 0o600)
+        with os.fdopen(fd, "w", encoding="utf-8") as handle:
+            handle.write(self.slurm_payload_text(name))
         return path
 
     def slurm_submission(self, name: str, env: dict[str, str], run_dir: str = "$RUN_DIR",
@@ -422,7 +509,7 @@ class WorkloadRunner(dg.ConfigurableResource):
 
         env_vars, _ = self.remote_env(env)
         env_path = self.slurm.env_path or "$ENV_PATH"
-        payload = f"{run_dir}/{self.slurm_payload(name).name}"
+        payload = f"{run_dir}/{self.slurm_payload_name(name)}"
         plan = BashLauncher().prepare_execution(
             payload_path=payload, python_executable=f"{env_path}/env/bin/python", working_dir=run_dir,
             pipes_context=dict(pipes_env or {}), extra_env=env_vars, activation_script=f"{env_path}/activate.sh")
@@ -430,17 +517,23 @@ class WorkloadRunner(dg.ConfigurableResource):
         sbatch = client._build_sbatch_command(job_name=f"reer_{name}", working_dir=run_dir,
                                               output_file=f"{run_dir}/slurm-%j.out",
                                               error_file=f"{run_dir}/slurm-%j.err", script_path=f"{run_dir}/job.sh")
-        return {"script": "\n".join(plan.payload), "sbatch": sbatch, "payload": self.slurm_payload(name).read_text()}
+        return {"script": "\n".join(plan.payload), "sbatch": sbatch, "payload": self.slurm_payload_text(name)}
 
     def _run_slurm(self, context, name: str, extras: dict[str, Any], env: dict[str, str]):
         env_vars, secrets = self.remote_env(env)
         if secrets:
             context.log.info(f"not written to the Slurm job script (set them on the cluster): {', '.join(secrets)}")
+        poll_timeout = self.slurm_poll_timeout()
+        folder = tempfile.mkdtemp(prefix="reer-slurm-payload-")  # private to this run: 0700, a fresh name
         try:
-            return self.slurm_compute().run(context=context, payload_path=str(self.slurm_payload(name)),
-                                            extra_env=env_vars, extras=extras)
-        except Exception as exc:
-            raise WorkloadRunError("slurm_job_failed", f"{type(exc).__name__}: {exc}") from exc
+            payload = self.slurm_payload(name, Path(folder))
+            return self.slurm_compute().run(context=context, payload_path=str(payload), extra_env=env_vars,
+                                            extras=extras, poll_timeout=poll_timeout)
+        except Exception as exc:  # a failed, cancelled, timed-out or lost job; SSH or submission errors
+            raise WorkloadRunError("slurm_job_failed", f"Slurm job of workload {name}: {type(exc).__name__}: "
+                                                       f"{exc}") from exc
+        finally:
+            shutil.rmtree(folder, ignore_errors=True)
 
 
 def default_resources() -> dict:

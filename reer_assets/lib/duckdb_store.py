@@ -11,7 +11,8 @@ appends one Parquet fragment per table under the storage root,
 PUT on an object store), so any number of processes on any number of machines write at once and a
 reader sees a fragment whole or not at all. Reads open an in-memory DuckDB whose tables of the same
 names are views over the fragments (``read_parquet`` globs), de-duplicated by primary key with the
-latest write winning, exactly as ``INSERT OR REPLACE`` does in the file; so ``sql/queries``, the
+latest write winning, exactly as ``INSERT OR REPLACE`` does in the file ("latest" by a logical clock,
+never a machine's wall clock: :func:`_next_seq`); so ``sql/queries``, the
 ``row_provenance`` view and ``reer lineage`` work unchanged. :func:`compact` merges a table's
 fragments into one file (de-duplicated by id) and deletes the merged fragments; running it again
 changes nothing. docs/scale.md, "Lineage at scale".
@@ -25,6 +26,7 @@ import os
 import random
 import re
 import tempfile
+import threading
 import time
 import uuid
 from pathlib import Path
@@ -49,7 +51,7 @@ def _is_lock_error(exc: Exception) -> bool:
     return "lock" in text or "conflict" in text or "could not set lock" in text
 
 
-SEQ_COLUMN = "_fragment_seq"  # in every fragment: when it was written (ns); the latest row of an id wins
+SEQ_COLUMN = "_fragment_seq"  # in every fragment: its write's logical sequence (see _next_seq); the highest wins
 COMPACTED_PREFIX = "compacted-"
 
 
@@ -298,22 +300,62 @@ def _publish(con: duckdb.DuckDBPyConnection, select: str, target: Any) -> None:
         fs.put_file(str(local), remote_path)
 
 
+_seq_lock = threading.Lock()
+_last_seq = 0  # the highest sequence this process has written: its own writes are ordered whatever it reads
+
+
+def _highest_seq(con: duckdb.DuckDBPyConnection, folder: Any) -> int:
+    """The highest ``_fragment_seq`` among the fragments in ``folder`` (0 when there are none). Retried when a
+    compaction deletes a listed fragment meanwhile (its rows are then in the compacted file, listed next time)."""
+    for attempt in range(5):
+        files = storage.glob(folder / "*.parquet")
+        if not files:
+            return 0
+        listed = "[" + ", ".join(_literal(str(f)) for f in files) + "]"
+        try:
+            source, available, _ = _read_source(con, listed)
+            if SEQ_COLUMN not in available:
+                return 0
+            value = con.execute(f"SELECT max({_quote(SEQ_COLUMN)}) FROM {source}").fetchall()[0][0]
+            return int(value or 0)
+        except (duckdb.IOException, duckdb.InvalidInputException, FileNotFoundError):
+            if attempt == 4:
+                raise
+            time.sleep(0.05 * (attempt + 1))  # back-off before listing again (not a timing assumption)
+    return 0
+
+
+def _next_seq(con: duckdb.DuckDBPyConnection, root: Any, tables: list[str]) -> int:
+    """The sequence of a new write: one more than every sequence already in these tables' fragments and than
+    this process's previous write (a Lamport clock). So a write made after another writer's fragment was
+    published wins over it on every machine, whatever their clocks say; two writes that never saw each other
+    (published in the same instant) resolve either way, as with any concurrent writers. Fragments written
+    before this rule carry their write's time in ns, which only raises the next sequence."""
+    global _last_seq
+    highest = max((_highest_seq(con, root / table) for table in tables), default=0)
+    with _seq_lock:
+        _last_seq = max(_last_seq, highest) + 1
+        return _last_seq
+
+
 def write_fragments(frames: dict[str, pl.DataFrame], root: Any = None) -> dict[str, int]:
     """One fragment per non-empty table: ``<root>/<table>/<run id>-<uuid>.parquet``.
 
     Rows are first loaded into the DDL's table in an in-memory DuckDB (the same types, defaults such
     as ``recorded_at`` and the primary key as the file), then copied out with the write's sequence
-    number. Each fragment is atomic; a crash between two tables' fragments leaves the earlier ones,
-    which the next run's write of the same ids supersedes (ids are content hashes).
+    number (:func:`_next_seq`: a logical clock, not the wall clock). Each fragment is atomic; a crash between
+    two tables' fragments leaves the earlier ones, which the next run's write of the same ids supersedes (ids
+    are content hashes).
     """
     root = fragments_root(root)
     counts: dict[str, int] = {}
-    seq = time.time_ns()
     run_id = _run_id_of(frames)
     con = duckdb.connect()
     try:
         apply_schema(con)
+        _attach_filesystem(con, root)
         tables = _schema_tables(con)
+        seq = _next_seq(con, root, [table for table, frame in frames.items() if not frame.is_empty()])
         for table, frame in frames.items():
             if frame.is_empty():
                 counts[table] = 0

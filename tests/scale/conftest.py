@@ -40,14 +40,60 @@ class RayHead:
     process: subprocess.Popen
     temp_dir: Path
     log: Path
+    token: str | None = None  # the cluster's token when it runs with RAY_AUTH_MODE=token
+
+    def headers(self) -> dict[str, str] | None:
+        return {"Authorization": f"Bearer {self.token}"} if self.token else None
 
     def client(self):
         from ray.job_submission import JobSubmissionClient
 
-        return JobSubmissionClient(self.address)
+        return JobSubmissionClient(self.address, headers=self.headers())
 
     def jobs(self) -> list:
         return self.client().list_jobs()
+
+    def nodes(self) -> list[dict]:
+        """The cluster's nodes as the dashboard's state API lists them (node_id, state, is_head_node,
+        resources_total, ...)."""
+        import requests
+
+        answer = requests.get(f"{self.address}/api/v0/nodes", headers=self.headers(), timeout=30)
+        answer.raise_for_status()
+        return answer.json()["data"]["result"]["result"]
+
+
+@dataclass
+class RayWorker:
+    """A second Ray node (``ray start --address``) on this machine: its own process group and temp folder."""
+
+    process: subprocess.Popen
+    temp_dir: Path
+    log: Path
+    resource: str  # the custom resource only this node offers (how a test tells the nodes apart)
+
+
+def ray_env(token: str | None = None) -> dict[str, str]:
+    """The environment of a ``ray start``: no ``REER_*`` variable, and Ray's authentication mode set
+    explicitly, so the user's Ray state (a ``~/.ray/auth_token`` left by an earlier ``ray.init()``, which
+    makes a node whose mode is unset enforce that token) never decides it: ``disabled``, or ``token``
+    with the token in ``RAY_AUTH_TOKEN`` (which Ray reads before any token file)."""
+    env = {k: v for k, v in os.environ.items() if not k.startswith(("REER_", "RAY_AUTH_"))}
+    env.update({"RAY_USAGE_STATS_ENABLED": "0", "PYTHONUNBUFFERED": "1",
+                "RAY_AUTH_MODE": "token" if token else "disabled"})
+    if token:
+        env["RAY_AUTH_TOKEN"] = token
+    return env
+
+
+def _node_ports() -> list[str]:
+    """Free ports for every service one Ray node opens besides the head's own (so that two nodes on this
+    machine, or another Ray of the user, never meet), and a range of worker ports."""
+    low = random.randrange(20000, 40000, 200)
+    return ["--dashboard-agent-listen-port", str(free_port()), "--dashboard-agent-grpc-port", str(free_port()),
+            "--runtime-env-agent-port", str(free_port()), "--metrics-export-port", str(free_port()),
+            "--node-manager-port", str(free_port()), "--object-manager-port", str(free_port()),
+            "--min-worker-port", str(low), "--max-worker-port", str(low + 199)]
 
 
 def _tree(pgid: int) -> list[psutil.Process]:
@@ -78,25 +124,26 @@ def stop_ray_head(head: RayHead) -> None:
         pass
 
 
-def start_ray_head(root: Path, timeout_s: float = 90.0) -> RayHead:
+def start_ray_head(root: Path, timeout_s: float = 90.0, num_cpus: int = 2, resources: dict | None = None,
+                   token: str | None = None, extra_env: dict[str, str] | None = None,
+                   extra_args: tuple[str, ...] = (), node_ip: str = "127.0.0.1") -> RayHead:
+    """A head on 127.0.0.1 (see the module docstring); ``token``: run it with token authentication.
+    ``node_ip``: Ray replaces 127.0.0.1 by the machine's address for the GCS and the raylet; another
+    loopback address (127.0.0.2) keeps them on loopback."""
     temp_dir = Path(tempfile.mkdtemp(prefix="rr", dir="/tmp"))
     port, dashboard = free_port(), free_port()
-    low = random.randrange(20000, 40000, 200)
-    command = [str(BIN / "ray"), "start", "--head", "--block", "--node-ip-address", "127.0.0.1",
+    command = [str(BIN / "ray"), "start", "--head", "--block", "--node-ip-address", node_ip,
                "--port", str(port), "--dashboard-host", "127.0.0.1", "--dashboard-port", str(dashboard),
-               "--num-cpus", "2", "--temp-dir", str(temp_dir), "--disable-usage-stats",
-               "--dashboard-agent-listen-port", str(free_port()), "--dashboard-agent-grpc-port", str(free_port()),
-               "--runtime-env-agent-port", str(free_port()), "--metrics-export-port", str(free_port()),
-               "--ray-client-server-port", str(free_port()), "--node-manager-port", str(free_port()),
-               "--object-manager-port", str(free_port()), "--min-worker-port", str(low),
-               "--max-worker-port", str(low + 199)]
-    env = {k: v for k, v in os.environ.items() if not k.startswith("REER_")}
-    env.update({"RAY_USAGE_STATS_ENABLED": "0", "PYTHONUNBUFFERED": "1"})
+               "--num-cpus", str(num_cpus), "--temp-dir", str(temp_dir), "--disable-usage-stats",
+               "--ray-client-server-port", str(free_port()), *_node_ports(), *extra_args]
+    if resources:
+        command += ["--resources", json.dumps(resources)]
+    env = {**ray_env(token), **(extra_env or {})}
     log = root / "ray-head.log"
     handle = open(log, "wb")
     process = subprocess.Popen(command, cwd=REPO, env=env, stdout=handle, stderr=subprocess.STDOUT,
                                start_new_session=True)
-    head = RayHead(f"http://127.0.0.1:{dashboard}", f"127.0.0.1:{port}", process, temp_dir, log)
+    head = RayHead(f"http://127.0.0.1:{dashboard}", f"{node_ip}:{port}", process, temp_dir, log, token)
     deadline = time.monotonic() + timeout_s
     try:
         while True:
@@ -112,6 +159,48 @@ def start_ray_head(root: Path, timeout_s: float = 90.0) -> RayHead:
     except BaseException:
         stop_ray_head(head)
         shutil.rmtree(temp_dir, ignore_errors=True)
+        raise
+
+
+def start_ray_worker(head: RayHead, root: Path, resource: str, num_cpus: int = 1, timeout_s: float = 90.0,
+                     extra_env: dict[str, str] | None = None, extra_args: tuple[str, ...] = (),
+                     node_ip: str = "127.0.0.1", own_temp_dir: bool = False) -> RayWorker:
+    """A second node joined to ``head`` (``ray start --address``), with its own ports and process group,
+    ``num_cpus`` CPUs and the custom resource ``resource``; returns once the head lists it alive.
+
+    By default it uses the head's temp folder, as every node of a real cluster uses the same path on its
+    own machine: a job's log is read by the dashboard agent of the node that ran it, at the path of the
+    *head's* session folder (Ray takes the session folder from the head), so with a folder of its own on
+    the same machine the agent reads the head's copy, which holds only the head's first line, and no
+    Pipes message of a job on this node would come back. ``own_temp_dir`` gives it its own anyway."""
+    temp_dir = Path(tempfile.mkdtemp(prefix="rw", dir="/tmp")) if own_temp_dir else head.temp_dir
+    command = [str(BIN / "ray"), "start", "--address", head.gcs, "--block", "--node-ip-address", node_ip,
+               "--num-cpus", str(num_cpus), "--resources", json.dumps({resource: 1}),
+               *(["--temp-dir", str(temp_dir)] if own_temp_dir else []),
+               "--disable-usage-stats", *_node_ports(), *extra_args]
+    env = {**ray_env(head.token), **(extra_env or {})}
+    log = root / f"ray-worker-{resource}.log"
+    handle = open(log, "wb")
+    process = subprocess.Popen(command, cwd=REPO, env=env, stdout=handle, stderr=subprocess.STDOUT,
+                               start_new_session=True)
+    node = RayWorker(process, temp_dir, log, resource)
+    deadline = time.monotonic() + timeout_s
+    try:
+        while True:
+            if process.poll() is not None:
+                raise RuntimeError(f"ray start (worker) exited with {process.returncode}:\n{log.read_text()[-4000:]}")
+            try:
+                if any(n["state"] == "ALIVE" and resource in (n.get("resources_total") or {}) for n in head.nodes()):
+                    return node
+            except Exception:  # noqa: BLE001 (the state API may answer before the node registers)
+                pass
+            if time.monotonic() > deadline:
+                raise RuntimeError(f"Ray worker node not alive after {timeout_s:.0f}s:\n{log.read_text()[-4000:]}")
+            time.sleep(0.5)  # polling interval while the node joins (bounded by timeout_s above)
+    except BaseException:
+        stop_ray_head(node)
+        if own_temp_dir:
+            shutil.rmtree(temp_dir, ignore_errors=True)
         raise
 
 

@@ -239,3 +239,39 @@ def test_lineage_compaction_asset(lineage, tmp_path):
         assert first["mode"] == "fragments" and first["files_merged"] > 0 and again["files_merged"] == 0
         assert first["rows"] == again["rows"]
         assert duckdb_store.query("SELECT count(*) AS n FROM candidates")["n"][0] == before
+
+
+@pytest.mark.timeout(120)
+def test_the_later_write_wins_whatever_the_writers_clocks_say(tmp_path, monkeypatch):
+    """Two writers on machines whose clocks disagree: the first runs a day ahead, the second is right (and
+    later a third runs a day behind). Each write comes after the previous one was published, so each must
+    win, as INSERT OR REPLACE in the file would have it; the wall clock decides nothing."""
+    import time as clock
+
+    root = tmp_path / "frag"
+    day = 86400 * 10**9
+    real = clock.time_ns
+
+    def write(status: str, skew_ns: int) -> None:
+        frame = pl.DataFrame({"id": ["doc_a"], "domain": ["d"], "source_uri": ["u#L1"], "status": [status],
+                              "run_id": [f"run_{status}"]})
+        with pytest.MonkeyPatch.context() as patch:
+            patch.setattr(clock, "time_ns", lambda: real() + skew_ns)  # this machine's clock
+            patch.setattr(duckdb_store, "_last_seq", 0)  # a writer process of its own, on another machine
+            duckdb_store.write_many({"documents": frame}, mode="fragments", root=root)
+
+    def winner() -> str:
+        return duckdb_store.query("SELECT status FROM documents WHERE id = 'doc_a'", mode="fragments",
+                                  root=root)["status"].to_list()
+
+    write("ahead", +day)
+    write("right", 0)
+    assert winner() == ["right"]
+    write("behind", -day)
+    assert winner() == ["behind"]
+    duckdb_store.compact(root)  # the order survives a compaction: the next write still wins
+    assert winner() == ["behind"]
+    write("after_compaction", -2 * day)
+    assert winner() == ["after_compaction"]
+    seqs = duckdb_store.query(f"SELECT {duckdb_store.SEQ_COLUMN} AS s FROM read_parquet('{root}/documents/*.parquet')")
+    assert seqs["s"].max() < 10**6  # sequences, not nanosecond timestamps
