@@ -27,7 +27,7 @@ from typing import Callable, Iterator
 
 from reer_assets import data, settings
 from reer_assets.core.chat_format import THINK_OPEN, assistant_turn
-from reer_assets.core.prompts import PROMPT_SET_VERSION, prompts_for
+from reer_assets.core.prompts import BUNDLED, PROMPT_SET_VERSION, prompts_for
 from reer_assets.core.refinement import RECOMPOSE_SEPARATOR, is_draft
 from reer_assets.core.segment import segment
 
@@ -84,7 +84,7 @@ def training_examples(inference_examples: int | None = None) -> list[TrainingExa
     with_inference = set(spread[:inference_examples])  # every third example first: all domains, both languages
     for k, row in enumerate(thinking.values()):
         piece = pieces[row["piece_id"]]
-        prompts = prompts_for(row["query"])
+        prompts = prompts_for(row["query"], BUNDLED)
         examples.append(TrainingExample(
             "initial_thinking",
             prompts.initial_thinking_messages(row["query"], piece["text"]),
@@ -102,7 +102,7 @@ def training_examples(inference_examples: int | None = None) -> list[TrainingExa
     for piece in pieces.values():
         if piece.get("request_given") and piece.get("request"):
             examples.append(TrainingExample(
-                "query_synthesis", prompts_for(piece["text"]).query_synthesis_messages(piece["text"]), piece["request"]
+                "query_synthesis", prompts_for(piece["text"], BUNDLED).query_synthesis_messages(piece["text"]), piece["request"]
             ))
     return examples
 
@@ -116,7 +116,7 @@ def _edit_example(row: dict, source: dict, piece: dict) -> TrainingExample:
     target = next(i for i, s in enumerate(weak) if row["weak_segment"] in s)
     refined = weak[target].replace(row["weak_segment"], row["refined"] or original)
     after = [s.strip() for s in segment(source["thinking"]).segments][target + 1 :]
-    prompts = prompts_for(source["query"])
+    prompts = prompts_for(source["query"], BUNDLED)
     messages = prompts.segment_edit_messages(
         source["query"], piece["text"], weak[:target], weak[target], after,
         is_draft(weak, target), RECOMPOSE_SEPARATOR,

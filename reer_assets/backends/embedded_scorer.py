@@ -52,8 +52,8 @@ from reer_assets.backends.embedded import (
 from reer_assets.backends.embedded import (
     DEFAULT_CONFIG as GENERATOR_CONFIG,
 )
-from reer_assets.core.chat_format import assistant_turn, inference_messages
-from reer_assets.core.prompts import PROMPT_SET_VERSION
+from reer_assets.core.chat_format import assistant_turn
+from reer_assets.core.prompts import BUNDLED, PROMPT_SET_VERSION, prompts_for
 from reer_assets.data.scorer import SCORER_TEXT_VERSION, ScorerDocument, TextSettings, scorer_documents
 
 SCORER_BUILDER_VERSION = "embedded-scorer-v1"
@@ -101,10 +101,13 @@ DEFAULT_SCORER_CONFIG = ScorerConfig()
 
 
 def scorer_build_key(config: ScorerConfig = DEFAULT_SCORER_CONFIG) -> str:
+    """The build's identity: everything its weights depend on, and the scored references its recorded
+    contamination report was measured against (new benchmark prompts make a new build and a new report)."""
+    references = hashlib.sha256(json.dumps(scored_references(), ensure_ascii=False).encode()).hexdigest()
     digest = hashlib.sha256(json.dumps({
         "config": asdict(config), "builder": SCORER_BUILDER_VERSION, "prompts": PROMPT_SET_VERSION,
         "template": CHAT_TEMPLATE, "special": SPECIAL_TOKENS, "text": SCORER_TEXT_VERSION,
-        "tokenizer": tokenizer_key(GENERATOR_CONFIG),
+        "tokenizer": tokenizer_key(GENERATOR_CONFIG), "references": references,
     }, sort_keys=True).encode())
     return digest.hexdigest()[:16]
 
@@ -137,7 +140,9 @@ def training_documents(config: ScorerConfig, pieces: Sequence[str] = ()) -> list
 
 def render_document(tokenizer, doc: ScorerDocument) -> tuple[str, str]:
     """(prompt, assistant turn) of a document, in the scoring format; the training text is their sum + EOS."""
-    prompt = tokenizer.apply_chat_template(inference_messages(doc.query), tokenize=False, add_generation_prompt=True)
+    # the bundled prompts whatever set is in force: the build key names the bundled version
+    prompt = tokenizer.apply_chat_template(prompts_for(doc.query, BUNDLED).inference_messages(doc.query), tokenize=False,
+                                           add_generation_prompt=True)
     return prompt, assistant_turn(doc.thinking, doc.answer) + EOS
 
 
