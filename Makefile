@@ -38,9 +38,12 @@ model: $(STAMP)
 demo: $(STAMP)
 	$(VENV)/bin/python -m reer_assets.demo
 
+# two pytest-xdist workers: a module's tests stay together, the vLLM tests share one worker and one server,
+# the Ray tests another head (groups: tests/conftest.py); PYTEST_WORKERS=0 runs it in one process
+PYTEST_WORKERS ?= 2
 test: $(STAMP) browser-hint
 	$(VENV)/bin/reer model build
-	$(VENV)/bin/python -m pytest -q
+	$(VENV)/bin/python -m pytest -q $(if $(filter 0,$(PYTEST_WORKERS)),,-n $(PYTEST_WORKERS) --dist loadscope)
 
 # the fast tier for the edit-test loop: unit and asset tests, no servers (vLLM, Ray, the UI), nothing marked slow
 check: $(STAMP)

@@ -13,6 +13,8 @@ from pathlib import Path
 
 from reer_assets.eval_commands import add_eval_parser
 from reer_assets.experiment_commands import add_experiment_parser
+from reer_assets.plan_commands import add_plan_parser
+from reer_assets.import_commands import add_import_parser
 
 
 def _read(path: str) -> str:
@@ -333,7 +335,7 @@ def build_parser() -> argparse.ArgumentParser:
     check.set_defaults(func=cmd_model_check)
 
     ingest = sub.add_parser("ingest", help="read a file or folder with one source reader, clean it, print the records")
-    ingest.add_argument("--reader", required=True, choices=["pairs", "book", "reer", "generic", "inbox"])
+    ingest.add_argument("--reader", required=True, choices=["pairs", "book", "reer", "deepwriting", "generic", "inbox"])
     ingest.add_argument("path", help="a file, a folder, a glob or an fsspec URL")
     ingest.add_argument("--domain", default="adhoc", help="a domain of domains.yaml brings its languages and cleaning")
     ingest.add_argument("--option", action="append", default=[], metavar="KEY=VALUE",
@@ -401,6 +403,8 @@ def build_parser() -> argparse.ArgumentParser:
     lreport.set_defaults(func=cmd_lineage_report)
     serve = sub.add_parser("serve", help="start a vLLM OpenAI-compatible server for a role and print its settings")
     serve.add_argument("--model", default="embedded", help="a local model folder (default: the role's embedded model)")
+    serve.add_argument("--checkpoint", help="a checkpoint id (lineage table checkpoints) or folder, full or a peft "
+                       "LoRA adapter (served on its base with --enable-lora); served under its id (else folder name)")
     serve.add_argument("--role", default="generator", choices=["generator", "scorer", "judge"])
     serve.add_argument("--port", type=int, help="default: a free port")
     serve.add_argument("--host", default="127.0.0.1", help="bind address (default loopback only)")
@@ -408,8 +412,11 @@ def build_parser() -> argparse.ArgumentParser:
     serve.add_argument("--timeout", type=float, default=600.0, help="seconds to wait for the server to come up")
     serve.add_argument("--json", action="store_true", help="print one JSON document (with the settings) once it is up")
     serve.set_defaults(func=cmd_serve)
-    export = sub.add_parser("export", help="write the current SFT dataset for TRL or LLaMA-Factory, with a dataset card")
-    export.add_argument("--format", required=True, choices=["trl", "sharegpt"])
+    export = sub.add_parser("export", help="write the current SFT dataset for TRL, LLaMA-Factory or "
+                            "DeepWriting-20K (verl) tools, with a dataset card")
+    export.add_argument("--format", required=True, choices=["trl", "sharegpt", "deepwriting", "reer-official"])
+    export.add_argument("--domain", action="append", help="reer-official: a domain whose refined_trajectories "
+                        "to write (repeatable; default every materialised one)")
     export.add_argument("--out", required=True, help="folder to write")
     export.add_argument("--tokenizer", help="tokenizer folder (or tokenizer.json) for the card's token statistics")
     export.add_argument("--json", action="store_true")
@@ -426,7 +433,26 @@ def build_parser() -> argparse.ArgumentParser:
     bench.set_defaults(func=cmd_bench)
     add_eval_parser(sub)
     add_experiment_parser(sub)
+    add_plan_parser(sub)
+    add_import_parser(sub)
     return parser
+
+
+def _checkpoint_server(ref: str) -> tuple[str, str, list[str], dict]:
+    """(model folder to serve, served name, extra server flags, what was found) for a checkpoint id or folder.
+    A full checkpoint is served as it is; a LoRA adapter (a peft folder) on its base with ``--enable-lora``,
+    under the served name (the base under ``<name>-base``)."""
+    from reer_assets.workloads.answering import LORA_RANKS, adapter_base, adapter_rank, find_checkpoint
+
+    path, checkpoint_id = find_checkpoint(ref)
+    served = checkpoint_id or Path(path).name
+    base = adapter_base(path)
+    found = {"id": checkpoint_id, "path": path, "adapter": "lora" if base else None, "base": base,
+             "tokenizer": path if (Path(path) / "tokenizer_config.json").exists() else base or path}
+    if not base:
+        return path, served, [], found
+    rank = next((r for r in LORA_RANKS if r >= adapter_rank(path)), LORA_RANKS[-1])
+    return base, served, ["--enable-lora", "--max-lora-rank", str(rank), "--lora-modules", f"{served}={path}"], found
 
 
 def cmd_serve(args: argparse.Namespace) -> int:
@@ -441,18 +467,24 @@ def cmd_serve(args: argparse.Namespace) -> int:
         from reer_assets.backends.config import BackendSpec, resolve_model_path
 
         model = resolve_model_path(BackendSpec(), args.role)[0]  # the judge, like the generator, is the generator build
+    served, extra, checkpoint = args.role, [], None
+    if args.checkpoint:
+        model, served, extra, checkpoint = _checkpoint_server(args.checkpoint)
     cpu = on_cpu()
     log_path = Path(args.log or Path(tempfile.mkdtemp(prefix="reer-serve-")) / "vllm.log")
     _err(f"starting vLLM ({'CPU build: float32, eager, whole prefills' if cpu else 'GPU'}) for {model} "
          f"on {args.host}:{args.port or 'a free port'}; log {log_path}")
-    server = start_vllm_server(model, args.port, log_path, host=args.host, cpu=cpu, served_name=args.role,
-                               timeout_s=args.timeout)
+    server = start_vllm_server(model, args.port, log_path, host=args.host, cpu=cpu,
+                               served_name=f"{served}-base" if checkpoint and checkpoint["adapter"] else served,
+                               timeout_s=args.timeout, extra=extra)
     prefix = f"REER_{args.role.upper()}_"
-    settings = {prefix + "BACKEND": "openai", prefix + "BASE_URL": server.base_url, prefix + "MODEL": args.role,
-                prefix + "TOKENIZER": model}
+    settings = {prefix + "BACKEND": "openai", prefix + "BASE_URL": server.base_url, prefix + "MODEL": served,
+                prefix + "TOKENIZER": (checkpoint or {}).get("tokenizer") or model}
     if args.json:
         print(json.dumps({"role": args.role, "model": model, "base_url": server.base_url, "pid": server.process.pid,
-                          "log": str(log_path), "env": settings}), flush=True)
+                          "log": str(log_path), "env": settings,
+                          **({"checkpoint": checkpoint, "served_model": served,
+                              "server": f"{server.base_url}#{served}"} if checkpoint else {})}), flush=True)
     else:
         print("\n".join(f"export {k}={v}" for k, v in settings.items()), flush=True)
         _err("serving; Ctrl-C stops the server")
@@ -477,7 +509,7 @@ def cmd_serve(args: argparse.Namespace) -> int:
 def cmd_export(args: argparse.Namespace) -> int:
     from reer_assets.lib.export import export
 
-    written = export(args.format, Path(args.out), args.tokenizer)
+    written = export(args.format, Path(args.out), args.tokenizer, args.domain)
     if args.json:
         print(json.dumps(written, ensure_ascii=False))
     else:

@@ -2,11 +2,15 @@
 
     reer eval load --format {longbench-write,writingbench,hellobench} FILE [--jsonl]
     reer eval judge --query TEXT --response FILE [--criteria FILE] [--mode rubric|quality|checklist] [--json]
+    reer eval answer --model PATH|ID --benchmark FILE --format F [--backend hf|vllm|openai] [--base-url URL] --json
+    reer eval export-scores --format writingbench --out DIR [--judgments judgments.parquet] [--json]
 
 ``load`` prints one row per item (``--jsonl``; the summary goes to stderr) or just the summary, and exits 0
 even when lines were rejected (each rejected row says why). ``judge`` needs a judge (``REER_JUDGE_*``,
 docs/evaluation.md); without one it exits 2 with a message naming those settings. It exits 0 when every
-judgment succeeded and 3 when one ended ``judge_failed`` (the output says why).
+judgment succeeded and 3 when one ended ``judge_failed`` (the output says why). ``answer`` lets a checkpoint
+(a folder, or a checkpoint id of the lineage table ``checkpoints``) answer every accepted item of a benchmark
+file through the answering backend (``workloads/answering.py``, the code ``benchmark_scores`` runs).
 
 Registered in ``reer_assets.cli.build_parser`` by :func:`add_eval_parser`; heavy imports stay inside the
 commands so ``reer --help`` stays fast.
@@ -114,6 +118,85 @@ def cmd_eval_judge(args: argparse.Namespace) -> int:
     return 0 if ok else 3
 
 
+def cmd_eval_answer(args: argparse.Namespace) -> int:
+    from reer_assets.backends.config import BackendSpec
+    from reer_assets.core.evaluation.benchmarks import summary
+    from reer_assets.core.evaluation.metrics import check_format
+    from reer_assets.workloads.answering import Answerer, answer_items, find_checkpoint, load_file
+
+    path, checkpoint_id = find_checkpoint(args.model)
+    if args.benchmark is None and args.format != "bundled":
+        raise ValueError(f"--format {args.format} needs --benchmark FILE")
+    if args.benchmark is None:
+        from reer_assets import data
+
+        benchmark = str(data.DATA_DIR / "benchmark" / "prompts.jsonl")
+    elif not Path(args.benchmark).is_file():
+        raise FileNotFoundError(f"no benchmark file {args.benchmark}")
+    else:
+        benchmark = args.benchmark
+    rows = load_file(args.format, benchmark)
+    accepted = [{**r, "benchmark": args.format, "format": args.format} for r in rows if r["status"] == "accepted"]
+    accepted = accepted[: args.limit or None]
+    generator = BackendSpec.from_env("generator")
+    backend = args.backend or ("openai" if args.base_url else generator.backend)
+    fields = {**(generator.describe() if backend == generator.backend else {}), "backend": backend}
+    if args.max_in_flight:
+        fields["max_in_flight"] = args.max_in_flight
+    servers = {}
+    if backend == "openai":
+        url = args.base_url  # never the generator role's server: it serves the generator, not this model
+        if not url:
+            raise ValueError("--backend openai needs --base-url URL of a server of this model "
+                             "(reer serve --checkpoint ID starts one and prints it)")
+        servers["*"] = {"base_url": url, "model": args.served_model}
+    spec = {"label": "model", "path": path, "model_id": checkpoint_id or path, "checkpoint_id": checkpoint_id}
+    cfg = {"temperature": args.temperature, "top_p": args.top_p, "top_k": args.top_k, "max_tokens": args.max_tokens,
+           "seed": args.seed}
+    with Answerer(fields, servers, [spec]) as answerer:
+        answered, tokens, how = answer_items(spec, accepted, cfg, _err, answerer)
+    out_rows = []
+    for item, row in zip(accepted, answered):
+        out_rows.append({
+            "id": row["prompt_id"], "line": item.get("line"), "language": row["language"], "domain": row["domain"],
+            "answer": check_format(row["output"]).answer, "output": row["output"], "format_ok": row["format_ok"],
+            "output_length": row["output_length"], "required_length": row["required_length"],
+            **({"length_score": row["length_score"]} if row["required_length"] else {}),
+            **({"heldout_nll": row["heldout_nll"], "heldout_nll_own_thinking": row["heldout_nll_own_thinking"]}
+               if item.get("reference") else {}),
+        })
+    doc = {
+        "model": how["model"], "checkpoint_id": checkpoint_id, "path": path, "answering": how,
+        "benchmark": benchmark, "format": args.format, "sampling": cfg, "loaded": summary(rows),
+        "rows": out_rows,
+        "rejected": [{"id": r["id"], "line": r["line"], "reasons": r["reasons"]} for r in rows if r["status"] != "accepted"],
+        "tokens": tokens.get(args.format, {"prompt": 0, "completion": 0, "scored": 0}),
+    }
+    if args.json:
+        print(json.dumps(doc, ensure_ascii=False))
+    else:
+        for r in out_rows:
+            print(f"{r['id']}: format_ok={r['format_ok']} length={r['output_length']}"
+                  + (f" S_l={r['length_score']:.1f}" if r.get("length_score") is not None else ""))
+        _err(f"{len(out_rows)} answers by {how['model']} in {how['seconds']}s; {len(doc['rejected'])} line(s) rejected")
+    return 0
+
+
+def cmd_eval_export_scores(args: argparse.Namespace) -> int:
+    """benchmark_scores' judge scores in WritingBench's own score files, so its calculate_scores.py
+    aggregates our run exactly as it aggregates theirs."""
+    from reer_assets.lib.export import export_writingbench_scores
+
+    written = export_writingbench_scores(Path(args.out), args.judgments)
+    if args.json:
+        print(json.dumps(written, ensure_ascii=False), flush=True)
+    else:
+        for f in written["files"]:
+            left = f" ({len(f['incomplete'])} item(s) with a failed judgment left out)" if f["incomplete"] else ""
+            print(f"{f['path']}: {f['items']} items{left}")
+    return 0
+
+
 def add_eval_parser(subparsers: Any) -> None:
     """Add ``eval load`` and ``eval judge`` to the `reer` command's subparsers."""
     ev = subparsers.add_parser("eval", help="benchmark files (LongBench-Write, WritingBench, HelloBench) and the "
@@ -140,3 +223,32 @@ def add_eval_parser(subparsers: Any) -> None:
     judge.add_argument("--reason-max-chars", type=int, help="cap each reason's length in the output schema")
     judge.add_argument("--json", action="store_true", help="one JSON document on stdout")
     judge.set_defaults(func=cmd_eval_judge)
+
+    answer = ev.add_parser("answer", help="a checkpoint answers a benchmark file through hf, the vLLM engine or a server")
+    answer.add_argument("--model", required=True, help="a model folder (full or a peft LoRA adapter) or a checkpoint "
+                        "id of the lineage table checkpoints")
+    answer.add_argument("--benchmark", help="the benchmark's JSON-lines file (default with --format bundled: the "
+                        "bundled prompts)")
+    answer.add_argument("--format", required=True, choices=[*FORMATS, "bundled"])
+    answer.add_argument("--backend", choices=["hf", "vllm", "openai"],
+                        help="default: the generator role's backend (REER_GENERATOR_BACKEND; embedded answers as hf)")
+    answer.add_argument("--base-url", help="openai: the server that serves this model (e.g. from reer serve --checkpoint)")
+    answer.add_argument("--served-model", help="openai: the served model name (default: the server's first model)")
+    answer.add_argument("--max-in-flight", type=int, help="requests in flight (vllm, openai; default "
+                        "REER_GENERATOR_MAX_IN_FLIGHT or 8)")
+    answer.add_argument("--max-tokens", type=int, default=512)
+    answer.add_argument("--temperature", type=float, default=0.7)
+    answer.add_argument("--top-p", type=float, default=0.9)
+    answer.add_argument("--top-k", type=int, default=40)
+    answer.add_argument("--seed", type=int, default=0)
+    answer.add_argument("--limit", type=int, help="only the first N accepted items")
+    answer.add_argument("--json", action="store_true", help="one JSON document on stdout")
+    answer.set_defaults(func=cmd_eval_answer)
+
+    scores = ev.add_parser("export-scores", help="judge scores in a benchmark's own score layout (WritingBench: "
+                           "<out>/<benchmark>/<model>.jsonl, read by its calculate_scores.py --score_dir)")
+    scores.add_argument("--format", required=True, choices=["writingbench"])
+    scores.add_argument("--out", required=True, help="folder to write")
+    scores.add_argument("--judgments", help="a judgments.parquet (default: the last benchmark_scores run's)")
+    scores.add_argument("--json", action="store_true", help="one JSON document on stdout")
+    scores.set_defaults(func=cmd_eval_export_scores)

@@ -92,3 +92,21 @@ def vllm_engine(embedded_path):
     engine = VLLMEngine(EngineSettings(str(embedded_path)))
     yield engine
     engine.close()
+
+
+# Test modules that share one server per worker: every vLLM test module uses the session vLLM server and
+# engine, the Ray modules a Ray head; each group runs whole on one worker, so each server starts once.
+SHARED_SERVER_GROUPS = (("tests/vllm/", "vllm"), ("tests/scale/test_ray", "ray"), ("tests/scale/test_slurm", "slurm"))
+
+
+def pytest_xdist_make_scheduler(config, log):
+    """``make test`` runs two pytest-xdist workers. Work is handed out a module at a time (its module fixtures
+    are built once), except that the modules of one shared server go together (SHARED_SERVER_GROUPS)."""
+    from xdist.scheduler import LoadScopeScheduling
+
+    class ByModuleAndServer(LoadScopeScheduling):
+        def _split_scope(self, nodeid: str) -> str:
+            path = nodeid.split("::", 1)[0]
+            return next((group for prefix, group in SHARED_SERVER_GROUPS if path.startswith(prefix)), path)
+
+    return ByModuleAndServer(config, log)

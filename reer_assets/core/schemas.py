@@ -36,16 +36,17 @@ class Table:
 DOCUMENTS = Table("documents", {
     "id": S, "domain": S, "reader": S, "source_uri": S, "source_id": S, "language": S, "title": S, "text": S,
     "text_hash": S, "given_request": S, "license": S, "attribution": S, "source_meta": S, "status": S,
-    "reject_reasons": LS, "duplicate_of": S, "config_hash": S,
+    "reject_reasons": LS, "duplicate_of": S, "config_hash": S, "published_thinking": S,
 }, lineage=("id", "domain", "source_uri", "language", "title", "text_hash", "given_request", "license", "status",
-            "reject_reasons", "config_hash", "reader", "source_id", "attribution", "source_meta", "duplicate_of"))
+            "reject_reasons", "config_hash", "reader", "source_id", "attribution", "source_meta", "duplicate_of",
+            "published_thinking"))
 
 QUERIES = Table("queries", {
     "id": S, "document_id": S, "domain": S, "language": S, "query": S, "reference": S, "synthesized": B,
     "model": S, "raw_output": S, "status": S, "reject_reasons": LS, "prompt_tokens": I64, "completion_tokens": I64,
-    "config_hash": S,
+    "config_hash": S, "published_thinking": S,
 }, lineage=("id", "document_id", "query", "synthesized", "model", "raw_output", "status", "reject_reasons",
-            "prompt_tokens", "completion_tokens", "config_hash"))
+            "prompt_tokens", "completion_tokens", "config_hash", "published_thinking"))
 
 TRAJECTORIES = Table("trajectories", {
     "id": S, "query_id": S, "document_id": S, "domain": S, "rollout": I32, "status": S, "reject_reason": S,

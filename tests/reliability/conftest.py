@@ -150,7 +150,7 @@ def finish_measured(process: subprocess.Popen, log_path: Path, timeout: float, s
         if time.monotonic() > deadline:
             kill_group(process)
             raise AssertionError(f"run did not finish in {timeout}s:\n{log_tail(log_path)}")
-        time.sleep(0.05)
+        time.sleep(0.05)  # a polling interval between reads of the log, not a wait for a moment
     return Run(process.returncode, log_path.read_text(errors="replace"), time.monotonic() - started, usage.ru_maxrss)
 
 

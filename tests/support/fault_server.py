@@ -267,6 +267,7 @@ def _handler(server: FaultServer):
             pass
 
         def _send(self, status: int, payload: bytes, headers: dict[str, str] | None = None) -> None:
+            self._leave()  # answered: out of flight *before* the client can read the answer and send again
             self.send_response(status)
             self.send_header("Content-Type", "application/json")
             self.send_header("Content-Length", str(len(payload)))
@@ -293,6 +294,7 @@ def _handler(server: FaultServer):
                 server.log.append((self.path, action))
                 server.requests.append(Request(self.path, action, {k.lower(): v for k, v in self.headers.items()}, raw))
                 server.in_flight += 1
+                self._in_flight = True
                 server.max_in_flight_seen = max(server.max_in_flight_seen, server.in_flight)
                 hold = next((h for h in server.holds if h.matches(len(server.requests), raw)), None)
                 if hold is not None:
@@ -303,7 +305,12 @@ def _handler(server: FaultServer):
                     hold.released.wait(server.hold_limit_s)
                 self._answer(raw, action)
             finally:
-                with server._lock:
+                self._leave()
+
+        def _leave(self) -> None:
+            with server._lock:
+                if getattr(self, "_in_flight", False):
+                    self._in_flight = False
                     server.in_flight -= 1
 
         def _answer(self, raw: str, action: str) -> None:

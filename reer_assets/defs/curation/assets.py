@@ -16,7 +16,7 @@ from reer_assets.defs.automation import after_upstream
 from reer_assets.defs.partitions import domain_partitions
 from reer_assets.defs.resources import LineageResource
 from reer_assets.defs.stage import run_stage, upstream
-from reer_assets.lib import fingerprints, storage
+from reer_assets.lib import fingerprints, prompt_sets, storage
 from reer_assets.lib.dataset_card import render_card
 from reer_assets.lib.metadata import counts_table, mean, preview, reason_counts
 from reer_assets.lib.profiles import ProfiledConfig
@@ -155,9 +155,11 @@ def sft_dataset(context: dg.AssetExecutionContext, lineage: LineageResource) -> 
         raise dg.Failure("no filtered_dataset partition has been materialised yet")
     full = pl.concat([storage.read_output("filtered_dataset", "dataset", d) for d in domains])
     accepted = full.filter(pl.col("status") == "accepted").sort("id")
-    version = stable_id("sft", accepted["id"].to_list())
+    prompt_set = prompt_sets.from_settings()  # REER_PROMPTS renders the rows' system and user turns
+    version = stable_id("sft", accepted["id"].to_list(), prompt_set.identity)
     folder = storage.dataset_dir("sft", version)
-    chat = to_chat(accepted)
+    with prompt_sets.in_force(prompt_set):
+        chat = to_chat(accepted)
     filter_settings = {d: (fingerprints.stored("filtered_dataset", d) or {}).get("summary", {}).get("filters")
                        for d in domains}
     card = render_card(version, full, accepted, filter_settings)
@@ -179,7 +181,8 @@ def sft_dataset(context: dg.AssetExecutionContext, lineage: LineageResource) -> 
         })
         return {"version": version, "rows": chat.height}
 
-    run = run_stage(context, "sft_dataset", ([upstream("filtered_dataset", d) for d in domains],), publish)
+    run = run_stage(context, "sft_dataset", ([upstream("filtered_dataset", d) for d in domains], prompt_set.identity),
+                    publish)
     per_domain = dict(accepted.group_by("domain").len().sort("domain").iter_rows())
     context.log.info(f"sft_dataset {version}: {chat.height} rows from {len(domains)} domains")
     return run.result(chat.height, {

@@ -14,7 +14,7 @@ from reer_assets.core.ids import config_hash
 from reer_assets.defs.resources import LineageResource, ModelBackendResource, WorkloadRunner
 from reer_assets.defs.stage import run_stage
 from reer_assets.defs.training.assets import pointer
-from reer_assets.lib import storage
+from reer_assets.lib import prompt_sets, storage
 from reer_assets.lib.metadata import md_table
 from reer_assets.lib.profiles import ProfiledConfig
 
@@ -27,6 +27,20 @@ class BenchmarkConfig(ProfiledConfig):
     prompts_per_domain: Optional[int] = None  # a quick run: the first N bundled prompts of each domain
     temperature: Optional[float] = None
     seed: int = 0
+    # how the answers are made (workloads/answering.py): hf | vllm | openai, default the generator role's backend;
+    # requests in flight; for openai, each model's server: {base | finetuned | checkpoint id: "URL[#served name]"}
+    backend: Optional[str] = None
+    max_in_flight: Optional[int] = None
+    servers: Optional[dict[str, str]] = None
+
+    def answering(self, generator: ModelBackendResource) -> tuple[dict, dict]:
+        return answering_backend(generator, self.backend, self.max_in_flight), dict(self.servers or {})
+
+
+def answering_backend(generator: ModelBackendResource, backend: Optional[str], max_in_flight: Optional[int]) -> dict:
+    """The BackendSpec fields benchmark answers go through: the generator role's, with this run's overrides."""
+    spec = generator.spec()
+    return {**spec.describe(), "backend": backend or spec.backend, "max_in_flight": max_in_flight or spec.max_in_flight}
 
 
 def summary_table(frame: pl.DataFrame) -> pl.DataFrame:
@@ -69,7 +83,7 @@ def judged_table(summary: dict) -> list[tuple]:
 @dg.asset(code_version="1", deps=["base_model", "finetuned_checkpoint"], group_name="evaluation", pool="gpu", kinds={"pytorch", "duckdb"})
 def benchmark_scores(
     context: dg.AssetExecutionContext, config: BenchmarkConfig, lineage: LineageResource, runner: WorkloadRunner,
-    judge: ModelBackendResource,
+    judge: ModelBackendResource, generator: ModelBackendResource,
 ) -> dg.MaterializeResult:
     """Base and fine-tuned model on the benchmarks of ``benchmarks.yaml`` (default: the bundled prompts,
     5+ per domain, each with a required length and a held-out reference; add LongBench-Write,
@@ -82,22 +96,29 @@ def benchmark_scores(
     ``benchmark_results`` and ``judge_scores``. Never auto-materialised.
     """
     base, tuned = pointer("base_model"), pointer("finetuned_checkpoint")
-    settings = config.resolved()
+    answering, servers = config.answering(generator)
+    settings = {k: v for k, v in config.resolved().items() if k not in ("backend", "max_in_flight", "servers")}
     models = [
         {"label": "base", "path": base["path"], "model_id": base["model_id"], "checkpoint_id": None},
         {"label": "finetuned", "path": tuned["path"], "model_id": tuned["checkpoint_id"], "checkpoint_id": tuned["checkpoint_id"]},
     ]
     benchmarks = benchmark_specs(app_settings.benchmarks_file())
     judge_id = [judge.model_id(), PROMPT_VERSION] if judge.configured else None
+    prompt_set = prompt_sets.from_settings()  # REER_PROMPTS: the benchmarks' inference prompt and the NLL context
 
     def evaluate(paths):
         return runner.run(context, "evaluation", {
             "models": models, "benchmarks": benchmarks, "config": settings,
             "outputs": {name: str(path) for name, path in paths.items()},
-            "work": str(storage.work_dir("benchmark_scores", None, config_hash([models, benchmarks, settings]))),
-        }, env=judge.workload_env())
+            "work": str(storage.work_dir("benchmark_scores", None,
+                                         config_hash([models, benchmarks, settings, prompt_set.identity]))),
+            "answering": answering, "servers": servers, **prompt_sets.extras(prompt_set),
+        }, env={**generator.workload_env(), **judge.workload_env()})
 
-    run = run_stage(context, "benchmark_scores", (models, settings, benchmarks, judge_id), evaluate, lineage=lineage,
+    # hf answers are the same however they are served; another backend samples differently: recompute
+    answered_by = None if answering["backend"] in ("embedded", "hf") else (answering["backend"], sorted(servers.items()))
+    run = run_stage(context, "benchmark_scores", (models, settings, benchmarks, judge_id, prompt_set.identity)
+                    + ((answered_by,) if answered_by else ()), evaluate, lineage=lineage,
                     tables={"benchmark_results": "results", "judge_scores": "judgments"})
     frame = run.read("results")
     summary = json.loads(run.paths["summary"].read_text())
@@ -115,4 +136,5 @@ def benchmark_scores(
                                judged_table(summary)),
             "judge_failed": summary.get("judge_failed", 0)} if judge_state["configured"] else {}),
         "tokens": summary["tokens"],
+        "answering": summary.get("answering"),
     })

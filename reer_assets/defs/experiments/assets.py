@@ -19,11 +19,12 @@ from reer_assets.core.ingest.domains import domain_names
 from reer_assets.core.schemas import ABLATION_ROWS, EXPERIMENT_RESULTS, EXPERIMENTS
 from reer_assets.core.trace import SearchTrace
 from reer_assets.core.training import recipe
+from reer_assets.defs.evaluation.assets import answering_backend
 from reer_assets.defs.partitions import domain_partitions
 from reer_assets.defs.resources import LineageResource, ModelBackendResource, WorkloadRunner
 from reer_assets.defs.stage import StageRun, run_stage, upstream
 from reer_assets.defs.training.assets import pointer
-from reer_assets.lib import fingerprints, storage
+from reer_assets.lib import fingerprints, prompt_sets, storage
 from reer_assets.lib.metadata import md_table, preview
 from reer_assets.lib.plots import intervals, markdown_image
 from reer_assets.lib.profiles import ProfiledConfig, profile
@@ -79,10 +80,12 @@ def ablation_datasets(context: dg.AssetExecutionContext, config: AblationDataset
     """
     domain = context.partition_key
     variants = config.variant_list()
+    prompt_set = prompt_sets.from_settings()  # REER_PROMPTS renders the rows' messages
 
     def build(paths):
         items, without_trace = accepted_items(domain)
-        rows = ABLATION_ROWS.frame(ex.variant_rows(items, variants, config.seed))
+        with prompt_sets.in_force(prompt_set):
+            rows = ABLATION_ROWS.frame(ex.variant_rows(items, variants, config.seed))
         storage.write_parquet(rows, paths["rows"])
         return {"items": len(items), "without_trace": without_trace, "variants": variants, "seed": config.seed}
 
@@ -92,7 +95,8 @@ def ablation_datasets(context: dg.AssetExecutionContext, config: AblationDataset
             raise dg.Failure(f"[{domain}] the ablation variants are not paired: {'; '.join(problems)}")
 
     run = run_stage(context, "ablation_datasets", (upstream("filtered_dataset", domain),
-                                                   upstream("refined_trajectories", domain), variants, config.seed),
+                                                   upstream("refined_trajectories", domain), variants, config.seed,
+                                                   prompt_set.identity),
                     build, check=pairing)
     frame = run.read("rows")
     stats = frame.group_by("variant").agg(pl.len().alias("rows"), pl.col("edits").mean().round(2).alias("mean_edits"),
@@ -234,6 +238,9 @@ class AblationEvalConfig(ProfiledConfig):
     temperature: Optional[float] = None
     top_p: Optional[float] = None
     top_k: Optional[int] = None
+    backend: Optional[str] = None  # hf | vllm | openai (default: the generator role's backend); docs/evaluation.md
+    max_in_flight: Optional[int] = None
+    servers: Optional[dict[str, str]] = None  # openai: {checkpoint id | "*": "URL[#served name]"}
 
     def evaluation(self) -> dict:
         resolved, bench = self.resolved(), profile(self.profile)["benchmark"]
@@ -253,7 +260,7 @@ class AblationEvalConfig(ProfiledConfig):
 )
 def ablation_results(
     context: dg.AssetExecutionContext, config: AblationEvalConfig, lineage: LineageResource, runner: WorkloadRunner,
-    judge: ModelBackendResource,
+    judge: ModelBackendResource, generator: ModelBackendResource,
 ) -> dg.MaterializeResult:
     """Every ablation checkpoint of the domain on its held-out prompts (the bundled benchmark prompts of
     that domain): the clipped NLL of the held-out reference given the model's own generated thinking and
@@ -266,17 +273,24 @@ def ablation_results(
     domain = context.partition_key
     settings = config.evaluation()
     judge_id = [judge.model_id(), PROMPT_VERSION] if judge.configured else None
+    answering, servers = answering_backend(generator, config.backend, config.max_in_flight), dict(config.servers or {})
+    answered_by = None if answering["backend"] in ("embedded", "hf") else (answering["backend"], sorted(servers.items()))
+    prompt_set = prompt_sets.from_settings()  # REER_PROMPTS: the held-out prompts' inference prompt and NLL context
 
     def evaluate(paths):
         summary = runner.run(context, "experiments", {
             "task": "evaluate", "domain": domain, "config": settings,
             "checkpoints": str(storage.output_path("ablation_checkpoints", "checkpoints", domain)),
             "outputs": {name: str(path) for name, path in paths.items()},
-            "work": str(storage.work_dir("ablation_results", domain, config_hash([settings, judge_id]))),
-        }, env=judge.workload_env())
+            "work": str(storage.work_dir("ablation_results", domain,
+                                         config_hash([settings, judge_id, prompt_set.identity]))),
+            "answering": answering, "servers": servers, **prompt_sets.extras(prompt_set),
+        }, env={**generator.workload_env(), **judge.workload_env()})
         return {**summary, "evaluation": {**settings, "judge": " ".join(judge_id) if judge_id else None}}
 
-    run = run_stage(context, "ablation_results", (upstream("ablation_checkpoints", domain), settings, judge_id),
+    run = run_stage(context, "ablation_results", (upstream("ablation_checkpoints", domain), settings, judge_id,
+                                                  prompt_set.identity)
+                    + ((answered_by,) if answered_by else ()),
                     evaluate, lineage=lineage, tables={"judge_scores": "judgments"})
     frame = run.read("results")
     variants = variant_order(domain, storage.read_output("ablation_datasets", "rows", domain))

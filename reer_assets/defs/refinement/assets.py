@@ -24,7 +24,7 @@ from reer_assets.defs.automation import after_upstream
 from reer_assets.defs.partitions import domain_partitions
 from reer_assets.defs.resources import LineageResource, ModelBackendResource, WorkloadRunner
 from reer_assets.defs.stage import StageRun, run_stage, upstream
-from reer_assets.lib import storage
+from reer_assets.lib import prompt_sets, storage
 from reer_assets.lib.metadata import counts_table, histogram, md_table, mean, preview
 from reer_assets.lib.plots import gain_by_position, markdown_image, score_distributions
 from reer_assets.lib.profiles import ProfiledConfig, profile_name
@@ -50,6 +50,8 @@ class SearchRunConfig(ProfiledConfig):
     max_failure_rate: float = 0.25
     # items searched at once; default: the HTTP in-flight limit for openai backends, else 1
     item_concurrency: Optional[int] = None
+    # a folder of the official REER code's output files: imported instead of searched (docs/interop.md)
+    official_outputs: Optional[str] = None
 
     def search_config(self) -> dict:
         """The SearchConfig fields (profile section with this run's overrides)."""
@@ -246,11 +248,16 @@ def refined_trajectories(
     and final score, a plot of both distributions, the score gain per segment position (table and
     plot), format rates and token counts.
     """
+    if config.official_outputs:  # an official run's files instead of a search; no model is called
+        from reer_assets.defs.refinement.official import import_partition
+
+        return import_partition(context, config.official_outputs, lineage)
     domain = context.partition_key
     search = config.search_config()
     models = (generator.model_id(), scorer.model_id())
     # concurrency changes how fast, never what: it stays out of the ids
-    cfg_hash = config_hash({"search": search, "seed": config.seed, "models": models})
+    prompt_set = prompt_sets.from_settings()  # REER_PROMPTS: in the hash (so in ids and the fingerprint), text to the workload
+    cfg_hash = config_hash({"search": search, "seed": config.seed, "models": models, "prompts": prompt_set.identity})
 
     # the shard count too changes how fast, never what: in no id, config hash or fingerprint
     shards = domain_shards(domain)
@@ -263,6 +270,7 @@ def refined_trajectories(
             "config_hash": cfg_hash,
             "generator_id": models[0],
             "scorer_id": models[1],
+            **prompt_sets.extras(prompt_set),
         }
         runner.check()  # a runner that lacks a setting fails here, not as N failed shards
         runs = shard_runs(base, paths, shards)

@@ -11,7 +11,7 @@ from reer_assets.defs.automation import after_upstream
 from reer_assets.defs.partitions import domain_partitions
 from reer_assets.defs.resources import LineageResource, ModelBackendResource, WorkloadRunner
 from reer_assets.defs.stage import run_stage, upstream
-from reer_assets.lib import storage
+from reer_assets.lib import prompt_sets, storage
 from reer_assets.lib.metadata import counts_table, preview, reason_counts
 from reer_assets.lib.profiles import ProfiledConfig, profile_name
 
@@ -48,14 +48,16 @@ def synthesized_queries(
 
     Every request is checked (empty, too long, copies the text, wrong language); rejects keep
     their reasons. Records whether the request was synthesized and by which model, with the raw
-    output. Runs out of process (workload ``synthesis``, pool ``gpu``). Partitioned by domain;
-    Parquet at ``reer/assets/synthesized_queries/<domain>/queries.parquet``; lineage table ``queries``.
+    output, and carries the document's ``published_thinking`` (the source's own thinking, when it
+    had one) onto its query. Runs out of process (workload ``synthesis``, pool ``gpu``). Partitioned
+    by domain; Parquet at ``reer/assets/synthesized_queries/<domain>/queries.parquet``; lineage table ``queries``.
     """
     domain = context.partition_key
     settings = config.resolved()
     qc = QueryQC(max_chars=settings.pop("max_query_chars"), max_copy_chars=settings.pop("max_copy_chars"))
     run_config = {**settings, "qc": qc.to_dict()}
-    cfg_hash = config_hash({**run_config, "generator": generator.model_id()})
+    prompt_set = prompt_sets.from_settings()  # REER_PROMPTS: its identity keys the hash, its text goes to the workload
+    cfg_hash = config_hash({**run_config, "generator": generator.model_id(), "prompts": prompt_set.identity})
 
     def synthesize(paths):
         return runner.run(context, "synthesis", {
@@ -64,6 +66,7 @@ def synthesized_queries(
             "work": str(storage.work_dir("synthesized_queries", domain, cfg_hash)),
             "config": run_config,
             "config_hash": cfg_hash,
+            **prompt_sets.extras(prompt_set),
         }, env=generator.workload_env())
 
     run = run_stage(context, "synthesized_queries", (upstream("raw_documents", domain), cfg_hash), synthesize,
@@ -75,6 +78,9 @@ def synthesized_queries(
         "accepted": accepted,
         "synthesized": int(frame["synthesized"].sum()),
         "given": int((~frame["synthesized"]).sum()),
+        # outputs written before the column existed have none
+        "with_published_thinking": int(frame["published_thinking"].is_not_null().sum())
+        if "published_thinking" in frame.columns else 0,
         "workload": run.summary,
         "generator": generator.model_id(),
         "reject_reasons": counts_table(reason_counts(frame)),
