@@ -96,7 +96,7 @@ def test_the_lineage_tables_hold_the_reports_rows(ran):
     checkpoints = con.execute("SELECT count(*) FROM checkpoints WHERE config_json LIKE '%\"experiment\": \"ablation\"%'"
                               ).fetchone()[0]
     con.close()
-    assert report_rows.height > 0 and stored.sort("id").equals(report_rows.select(stored.columns).sort("id"))
+    assert report_rows.height > 0 and stored.sort("id").equals(report_rows.select(stored.columns).sort("id"))  # > 0: rows exist; they are compared exactly with lineage
     overall = stored.filter((pl.col("domain") == "all") & (pl.col("metric") == "heldout_nll_own_thinking"))
     assert set(overall["variant"]) == {"searched", "initial", "no_thinking", "random_edits", "searched-initial",
                                        "searched-random_edits"}

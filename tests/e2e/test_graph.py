@@ -68,7 +68,7 @@ def metadata(result, asset):
 def test_every_stage_materialised_with_row_counts(graph):
     for name, result in graph["results"].items():
         assert result.success, name
-        assert metadata(result, name)["dagster/row_count"] > 0, name
+        assert metadata(result, name)["dagster/row_count"] > 0, name  # > 0: the exact count depends on what the model writes
 
 
 def test_raw_documents_keep_all_records_and_languages(graph):
@@ -93,7 +93,7 @@ def test_queries_record_synthesis_and_model(graph):
 def test_trajectories_never_worse_than_initial(graph):
     frame = pl.read_parquet(graph["home"] / "reer/assets/refined_trajectories" / DOMAIN / "trajectories.parquet")
     ok = frame.filter(pl.col("status") == "ok")
-    assert ok.height > 0
+    assert ok.height > 0  # > 0: the exact count depends on what the model writes
     assert (ok["final_score"] <= ok["initial_score"]).all()
     trace = json.loads(ok["trace_json"][0])
     assert {"steps", "initial_score", "final_score", "tokens"} <= set(trace)
@@ -109,7 +109,7 @@ def test_filtered_dataset_keeps_rejects_with_reasons_and_checks_pass(graph):
     trajectories = pl.read_parquet(graph["home"] / "reer/assets/refined_trajectories" / DOMAIN / "trajectories.parquet")
     assert frame.height == trajectories.height  # nothing dropped silently
     rejected = frame.filter(pl.col("status") == "rejected")
-    assert (rejected["reject_reasons"].list.len() > 0).all()
+    assert (rejected["reject_reasons"].list.len() > 0).all()  # > 0: every rejected row names at least one reason
 
 
 def test_every_sft_row_has_complete_provenance(graph):
@@ -122,7 +122,7 @@ def test_every_sft_row_has_complete_provenance(graph):
     assert broken.is_empty()
     assert members["n"][0] == pointer["rows"]
     rows = pl.read_parquet(Path(pointer["path"]) / "train.parquet")
-    assert rows.height == pointer["rows"] > 0
+    assert rows.height == pointer["rows"] > 0  # equal to the pointer; > 0 so training had rows
     dataset = pl.read_parquet(graph["home"] / "reer/assets/filtered_dataset" / DOMAIN / "dataset.parquet")
     accepted = {r["id"]: r for r in dataset.filter(pl.col("status") == "accepted").iter_rows(named=True)}
     for row in rows.iter_rows(named=True):

@@ -78,7 +78,7 @@ def test_steps_claim_pool_slots_through_the_storage_method(home, monkeypatch):
 
         # first_event: pid and time of a run's (or a step's) first event of a type
         pid, when = internals.first_event(instance, result.run_id, dg.DagsterEventType.RUN_START)
-        assert pid == os.getpid() and when > 0
+        assert pid == os.getpid() and when > 0  # > 0: a timestamp was recorded; its value is the clock's
         step_pid, _ = internals.first_event(instance, result.run_id, dg.DagsterEventType.STEP_START, "pinned")
         assert step_pid == os.getpid()
         assert internals.first_event(instance, result.run_id, dg.DagsterEventType.STEP_START, "nope") is None

@@ -369,4 +369,4 @@ def test_writingbench_score_export_aggregates_as_writingbench_summary(tmp_path):
     base = writingbench_aggregate(out / "wb" / "base.jsonl", bench_file)
     mean_of_items = sum(base["items"].values()) / len(base["items"])
     assert base["overall"] == pytest.approx(42 / 7) and mean_of_items == pytest.approx((5.5 + 23 / 3 + 4) / 3)
-    assert abs(base["overall"] - mean_of_items) > 0.05
+    assert abs(base["overall"] - mean_of_items) > 0.05  # the two overall definitions really differ on this fixture

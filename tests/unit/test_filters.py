@@ -28,7 +28,7 @@ def test_unconcluded_thinking():
 
 def test_trigram_repetition():
     looped = GOOD + " " + "I will write it. " * 40
-    assert top3_trigram_share(looped) > 0.2
+    assert top3_trigram_share(looped) > 0.2  # the threshold the filter uses
     assert "trigram_repetition" in reasons(looped)
     assert "trigram_repetition" not in reasons(looped, max_top3_trigram_share=0.99)
 

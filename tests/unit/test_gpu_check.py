@@ -134,7 +134,7 @@ def test_an_oom_is_reported_for_that_length_and_the_next_step_still_runs(gpu_che
     hook.remove()
     records = [json.loads(line) for line in capsys.readouterr().out.splitlines()]
     assert [(r["tokens"], r["status"]) for r in records] == [(128, "oom"), (64, "ok")]
-    assert records[1]["loss"] > 0 and records[1]["mfu"] is None
+    assert records[1]["loss"] > 0 and records[1]["mfu"] is None  # > 0: the exact count depends on what the model writes
 
 
 @pytest.mark.timeout(300)
@@ -183,4 +183,4 @@ def test_the_vllm_answer_benchmark_runs_on_vllm_cpu():
     assert [r["status"] for r in answers] == ["ok", "ok"], answers
     assert [r["in_flight"] for r in answers] == [2, 8]
     for r in answers:
-        assert r["completion_tokens"] == r["answers"] * r["answer_tokens"] and r["tokens_per_s"] > 0
+        assert r["completion_tokens"] == r["answers"] * r["answer_tokens"] and r["tokens_per_s"] > 0  # > 0: a throughput; its value is the machine's

@@ -61,7 +61,7 @@ def test_every_line_has_the_schema(rows):
         assert set(r) == KEYS, r["id"]
         assert r["domain"] in DOMAINS and r["language"] in (EN, ZH), r["id"]
         assert r["license"] == LICENSE, r["id"]
-        assert isinstance(r["required_length"], int) and r["required_length"] > 0, r["id"]
+        assert isinstance(r["required_length"], int) and r["required_length"] > 0, r["id"]  # > 0: a stated length; its value is checked against the reference below
         assert isinstance(r["prompt"], str) and isinstance(r["reference"], str), r["id"]
         assert r["prompt"].strip() and r["reference"].strip(), r["id"]
         # the prompt states the length it asks for, in the line's language

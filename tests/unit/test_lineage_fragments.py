@@ -236,7 +236,7 @@ def test_lineage_compaction_asset(lineage, tmp_path):
         before = duckdb_store.query("SELECT count(*) AS n FROM candidates")["n"][0]
         first = metadata(lineage["materialize"]("lineage_compaction"), "lineage_compaction")
         again = metadata(lineage["materialize"]("lineage_compaction"), "lineage_compaction")
-        assert first["mode"] == "fragments" and first["files_merged"] > 0 and again["files_merged"] == 0
+        assert first["mode"] == "fragments" and first["files_merged"] > 0 and again["files_merged"] == 0  # > 0: the first compaction merged files; the second, exactly none
         assert first["rows"] == again["rows"]
         assert duckdb_store.query("SELECT count(*) AS n FROM candidates")["n"][0] == before
 

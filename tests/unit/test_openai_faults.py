@@ -146,7 +146,7 @@ def test_search_records_a_failed_item_and_keeps_the_others(server, embedded_path
     rows = {r["query_id"]: r for r in pl.read_parquet(tmp_path / "out/trajectories.parquet").iter_rows(named=True)}
     assert rows["q1"]["status"] == "failed" and rows["q1"]["reject_reason"].startswith("http_500")
     for ok in ("q0", "q2"):
-        assert rows[ok]["status"] == "ok" and rows[ok]["completion_tokens"] > 0 and rows[ok]["scored_tokens"] > 0
+        assert rows[ok]["status"] == "ok" and rows[ok]["completion_tokens"] > 0 and rows[ok]["scored_tokens"] > 0  # > 0: the exact count depends on what the model writes
     # the server recovers: a re-run redoes only the failed item
     server.rules.clear()
     summary = workload.run(extras, lambda message: None)

@@ -153,7 +153,7 @@ def test_cli_json_parses_with_files(tmp_path):
     rollout = lines[("refinement", "initial rollout")]
     assert rollout["device_hours"]["expected"] > 0  # the user's throughput file
     scoring = lines[("refinement", "candidate scoring")]
-    assert scoring["cost_usd"]["expected"] > 0 and scoring["cost_batch_usd"]["expected"] == pytest.approx(
+    assert scoring["cost_usd"]["expected"] > 0 and scoring["cost_batch_usd"]["expected"] == pytest.approx(  # > 0: a priced role costs something; the batch price is checked exactly
         scoring["cost_usd"]["expected"] * 0.5, rel=1e-3)
     # --items scales the per-item stages to the same mix
     scaled = json.loads(reer("plan", "--profile", "demo", "--domains", "education", "--items", "80", "--json",

@@ -62,7 +62,7 @@ def hand_score(loaded, messages, thinking: str, head: str, tail: str) -> float:
     enc = tokenizer(context + tail, add_special_tokens=False, return_offsets_mapping=True)
     ids = enc["input_ids"]
     scored = [i for i, (start, _) in enumerate(enc["offset_mapping"]) if start >= len(context)]
-    assert scored and scored[0] > 0
+    assert scored and scored[0] > 0  # > 0: an NLL was computed; parity is checked exactly below
     with torch.no_grad():
         logits = model(input_ids=torch.tensor([ids])).logits[0].double()
     logprobs = torch.log_softmax(logits, dim=-1)

@@ -83,7 +83,7 @@ def test_build_json_records_the_build_and_its_contamination(scorer_path):
 
     build = json.loads((scorer_path / "build.json").read_text())
     assert build["key"] == scorer_path.name == scorer_build_key()
-    assert build["train_seconds"] > 0 and build["parameters"] > 0
+    assert build["train_seconds"] > 0 and build["parameters"] > 0  # > 0: recorded; their values are the build's
     contamination = build["contamination"]
     assert contamination["references"] == 108 and contamination["training_ngrams"] > 0  # what the build measured
     assert contamination["max_share"] == 0.0 and contamination["references_with_overlap"] == 0

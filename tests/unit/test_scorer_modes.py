@@ -45,7 +45,7 @@ def _assert_same(results_a, results_b):
     assert len(results_a) == len(results_b)
     for a, b in zip(results_a, results_b):
         assert a.context_tokens == b.context_tokens
-        assert len(a.token_logprobs) == len(b.token_logprobs) > 0
+        assert len(a.token_logprobs) == len(b.token_logprobs) > 0  # > 0: both scored something; the lengths are compared exactly
         assert max(abs(x - y) for x, y in zip(a.token_logprobs, b.token_logprobs)) < TOLERANCE
 
 
@@ -85,7 +85,7 @@ def test_shared_prefix_covers_template_query_and_accepted_segments(scorers):
     late = [scorer.tokenize(r) for r in _step_requests("en", 3)]
     early = [scorer.tokenize(r) for r in _step_requests("en", 0)]
     # editing a later segment shares more: the accepted segments before it are common
-    assert shared_prefix_length(late) > shared_prefix_length(early) > 0
+    assert shared_prefix_length(late) > shared_prefix_length(early) > 0  # ordering, and a shared prefix exists
     assert all(shared_prefix_length(late) <= first - 1 for _, first in late)
 
 

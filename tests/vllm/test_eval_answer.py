@@ -58,7 +58,7 @@ def check_rows(doc: dict) -> None:
     assert {r["line"]: r["reasons"] for r in doc["rejected"]} == {2: ["invalid_json"], 4: ["missing_field:prompt"]}
     for row in doc["rows"]:
         assert isinstance(row["format_ok"], bool) and row["output_length"] >= 0 and row["length_score"] is not None
-        assert row["heldout_nll"] > 0
+        assert row["heldout_nll"] > 0  # > 0: an NLL; its value depends on the answer
 
 
 def assert_changed(differences: list[float]) -> None:

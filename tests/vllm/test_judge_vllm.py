@@ -48,7 +48,7 @@ def test_every_rubric_criterion_gets_an_integer_and_a_reason(vllm_server, tmp_pa
         assert j.status == "ok", (j.failure, j.raw_output)
         [score] = j.scores
         assert isinstance(score["score"], int) and 1 <= score["score"] <= 10 and score["reason"].strip()
-        assert j.attempts == 1 and j.prompt_tokens > 0 and j.completion_tokens > 0
+        assert j.attempts == 1 and j.prompt_tokens > 0 and j.completion_tokens > 0  # > 0: the exact count depends on what the model writes
         assert "<think>" not in j.judged_text and "</answer>" not in j.judged_text
     assert len(score_rows(judged)) == len(item["criteria"])
     assert token_totals(judged)["writingbench"]["prompt_tokens"] == sum(j.prompt_tokens for j in judged)
@@ -104,4 +104,4 @@ def test_an_in_process_vllm_judge_makes_the_same_records(vllm_engine):
     assert judgment.status == "ok", (judgment.failure, judgment.raw_output)
     assert [s["criterion"] for s in judgment.scores] == ["1", "2"]
     assert all(s["score"] in (0.0, 0.25, 0.5, 0.75, 1.0) and s["reason"] for s in judgment.scores)
-    assert judgment.judge_model == "vllm:reer-embedded" and judgment.prompt_tokens > 0
+    assert judgment.judge_model == "vllm:reer-embedded" and judgment.prompt_tokens > 0  # > 0: the exact count depends on what the model writes

@@ -64,11 +64,11 @@ def test_search_over_http_writes_traces_and_token_counts_to_lineage(openai_run):
     assert searched.height >= 1, rows.select("status").to_series().to_list()
     for row in rows.iter_rows(named=True):
         assert row["status"] in ("ok", "rejected"), row["status"]  # nothing failed over HTTP
-        assert row["prompt_tokens"] > 0 and row["completion_tokens"] > 0 and row["generator_calls"] >= 1
+        assert row["prompt_tokens"] > 0 and row["completion_tokens"] > 0 and row["generator_calls"] >= 1  # > 0: the exact count depends on what the model writes
         trace = json.loads(row["trace_json"])
         assert trace["generator_model"] == row["generator_model"]
     for row in searched.iter_rows(named=True):
-        assert row["scored_tokens"] > 0 and row["scorer_calls"] >= 1
+        assert row["scored_tokens"] > 0 and row["scorer_calls"] >= 1  # > 0: the exact count depends on what the model writes
     steps = duckdb_store.query("SELECT count(*) AS n FROM search_steps WHERE partition = ?", [DOMAIN],
                                path=openai_run["home"] / "lineage.duckdb")
     assert steps["n"][0] >= searched.height
