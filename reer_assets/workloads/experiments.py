@@ -110,17 +110,21 @@ def evaluate_checkpoints(extras: Extras, log: Log) -> dict[str, Any]:
     cfg = extras["config"]
     checkpoints = storage.read_parquet(extras["checkpoints"])
     checkpoints = checkpoints.filter(checkpoints["status"] == "trained").sort("variant", "seed")
+    evaluated = list(checkpoints.iter_rows(named=True))
+    if extras.get("base") and evaluated:  # the floor: the base model itself, with every seed's sampling
+        evaluated += [{"id": f"{extras['base']['model_id']}#seed{seed}", "variant": "base", "seed": seed,
+                       "path": extras["base"]["path"]} for seed in sorted({int(ck["seed"]) for ck in evaluated})]
     items = [{**i, "format": BUNDLED} for i in bundled_items(cfg.get("prompts_per_domain"), [extras["domain"]])]
     if not items:
         log(f"{extras['domain']}: no bundled held-out prompts for this domain; nothing to evaluate")
     summary: dict[str, Any] = {}
-    judge = _judge(extras, summary, log) if items and len(checkpoints) else None
+    judge = _judge(extras, summary, log) if items and len(evaluated) else None
     results, judged, tokens, answering = [], [], {"prompt": 0, "completion": 0, "scored": 0}, {}
     specs = [{"label": f"{ck['variant']}/seed{ck['seed']}", "path": ck["path"], "model_id": ck["id"],
-              "checkpoint_id": ck["id"]} for ck in checkpoints.iter_rows(named=True)]
+              "checkpoint_id": ck["id"]} for ck in evaluated]
     answerer = Answerer(extras.get("answering"), extras.get("servers"), specs if items else [])
     with answerer:
-        for ck, spec in zip(checkpoints.iter_rows(named=True), specs):
+        for ck, spec in zip(evaluated, specs):
             label = spec["label"]
             answered, used, answering[label] = answer_items(spec, items, {**cfg, "seed": int(ck["seed"])}, log, answerer)
             for kind, count in (used.get(BUNDLED) or {}).items():
@@ -148,7 +152,8 @@ def evaluate_checkpoints(extras: Extras, log: Log) -> dict[str, Any]:
                 })
     storage.write_parquet(ABLATION_RESULTS.frame(results), extras["outputs"]["results"])
     storage.write_parquet(JUDGE_SCORES.frame(judged), extras["outputs"]["judgments"])
-    return {"rows": len(results), "checkpoints": len(checkpoints), "prompts": len(items), "judgments": len(judged),
+    return {"rows": len(results), "checkpoints": len(checkpoints), "floor": bool(extras.get("base")),
+            "prompts": len(items), "judgments": len(judged),
             "judge": summary.get("judge", {"configured": False, "why": "nothing to judge"}), "tokens": tokens,
             "judge_calls": judge.calls if judge else 0, "answering": answering,
             "seconds": round(time.perf_counter() - started, 1)}

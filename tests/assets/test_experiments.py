@@ -96,11 +96,15 @@ def test_ablation_checkpoints_two_seeds_same_steps(upstream):
 
 def test_ablation_results(upstream):
     meta = metadata(upstream("ablation_results", config=EVAL), "ablation_results")
-    assert meta["dagster/row_count"] == 6 * 5 and meta["prompts"] == 5  # six checkpoints, five held-out prompts
+    # six checkpoints and the base model (the floor) under both seeds' sampling, five held-out prompts each
+    assert meta["dagster/row_count"] == (6 + 2) * 5 and meta["prompts"] == 5
     frame = _asset_file(upstream, "ablation_results", "results.parquet")
     assert frame["heldout_nll"].is_not_null().all() and frame["heldout_nll_own_thinking"].is_not_null().all()
     assert frame["judge_score"].is_null().all() and set(frame["seed"]) == {0, 1}
     assert "searched" in meta["means"] and meta["judge"] == "none configured"
+    base = frame.filter(pl.col("variant") == "base")
+    assert base.height == 2 * 5 and all(c.startswith("reer-embedded:") for c in base["checkpoint_id"])
+    assert "base" in meta["means"] and "searched − base" in meta["differences"]
 
 
 def test_ablation_results_with_a_judge(upstream):
@@ -124,7 +128,7 @@ def test_ablation_results_with_a_judge(upstream):
     con = duckdb.connect(str(upstream.root / "lineage.duckdb"), read_only=True)
     judged = con.execute("SELECT count(*) FROM judge_scores WHERE model_label LIKE 'ablation:%'").fetchone()[0]
     con.close()
-    assert judged == 30 * 6  # thirty answers, six quality dimensions each
+    assert judged == 40 * 6  # forty answers (with the base model's ten), six quality dimensions each
 
 
 def test_experiment_report_and_its_lineage_rows(upstream):
@@ -134,16 +138,19 @@ def test_experiment_report_and_its_lineage_rows(upstream):
     report = meta["report"]
     assert "## All domains" in report and "searched − initial" in report and "data:image/png;base64," in report
     assert "judge score" in report  # the latest results were judged
+    # the headline says what this experiment could detect, from its own numbers (n = 5 prompts)
+    assert "could detect a searched − initial difference of at least" in report and "n = 5 prompts" in report
+    assert "detectable ≥ (MDE)" in report and "searched − base" in report
     rows = _asset_file(upstream, "experiment_report", "results.parquet", "__all__")
     assert meta["dagster/row_count"] == rows.height > 0  # > 0: the row count follows the variants, metrics and domains present, checked row by row below
     overall = rows.filter((pl.col("domain") == "all") & (pl.col("kind") == "mean"))
-    assert set(overall["variant"]) == set(TRAINED)
+    assert set(overall["variant"]) == set(TRAINED) | {"base"}
     assert set(overall["seeds"]) == {2} and set(overall["n"]) == {5}
     # bootstrap intervals over the five prompts, end to end: around each mean, and wide enough to be real
     for row in overall.iter_rows(named=True):
         assert row["ci_low"] <= row["value"] <= row["ci_high"], row
     nll = overall.filter(pl.col("metric") == "heldout_nll")  # five different prompts: their NLLs differ
-    assert nll.height == len(TRAINED) and (nll["ci_high"] - nll["ci_low"] > 0).all(), nll  # > 0: a real interval, not a point
+    assert nll.height == len(TRAINED) + 1 and (nll["ci_high"] - nll["ci_low"] > 0).all(), nll  # > 0: a real interval, not a point
     diffs = rows.filter((pl.col("domain") == "all") & (pl.col("kind") != "mean"))
     assert diffs.height >= 2 and set(diffs["n"]) == {5}  # searched − initial and searched − random_edits, paired
     for row in diffs.iter_rows(named=True):
@@ -156,7 +163,7 @@ def test_experiment_report_and_its_lineage_rows(upstream):
                              [meta["experiment_id"]]).fetchone()
     con.close()
     assert stored.sort("id").equals(rows.select(stored.columns).sort("id"))
-    assert experiment[0] == [0, 1] and experiment[1] == TRAINED and json.loads(experiment[2])["kind"] == "steps"
+    assert experiment[0] == [0, 1] and experiment[1] == [*TRAINED, "base"] and json.loads(experiment[2])["kind"] == "steps"
     # and the CLI prints them, as one JSON document on stdout and as the report
     def reer(*argv):
         env = {**os.environ, "REER_LINEAGE_DB": str(upstream.root / "lineage.duckdb")}

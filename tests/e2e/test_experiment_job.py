@@ -14,6 +14,8 @@ import duckdb
 import polars as pl
 import pytest
 
+from reer_assets.core import experiments as ex
+
 DOMAIN = "education"
 pytestmark = [pytest.mark.model, pytest.mark.slow]
 
@@ -68,6 +70,15 @@ def ran(tmp_path_factory, embedded_path):
         patch.undo()
 
 
+def trained_variants(ran) -> set[str]:
+    """The default variants; shuffled only when the domain kept two or more items (it needs a donor)."""
+    rows = pl.read_parquet(ran["root"] / "home/reer/assets/ablation_datasets" / DOMAIN / "rows.parquet")
+    expected = {"searched", "initial", "no_thinking", "random_edits"}
+    expected |= {"shuffled"} if rows["item_id"].n_unique() >= 2 else set()
+    assert set(rows["variant"]) == expected
+    return expected
+
+
 def test_the_job_materialises_the_domain_and_the_report(ran):
     result = ran["result"]
     assert result.success
@@ -80,7 +91,7 @@ def test_the_job_materialises_the_domain_and_the_report(ran):
     assert (assets / "experiment_report/__all__/report.md").exists()
     assert not (assets / "experiment_report" / DOMAIN).exists()
     checkpoints = pl.read_parquet(assets / "ablation_checkpoints" / DOMAIN / "checkpoints.parquet")
-    assert set(checkpoints["variant"]) == {"searched", "initial", "no_thinking", "random_edits"}
+    assert set(checkpoints["variant"]) == trained_variants(ran)
     assert (checkpoints["status"] == "trained").all() and set(checkpoints["steps"]) == {1}
 
 
@@ -98,10 +109,13 @@ def test_the_lineage_tables_hold_the_reports_rows(ran):
     con.close()
     assert report_rows.height > 0 and stored.sort("id").equals(report_rows.select(stored.columns).sort("id"))  # > 0: rows exist; they are compared exactly with lineage
     overall = stored.filter((pl.col("domain") == "all") & (pl.col("metric") == "heldout_nll_own_thinking"))
-    assert set(overall["variant"]) == {"searched", "initial", "no_thinking", "random_edits", "searched-initial",
-                                       "searched-random_edits"}
-    assert recorded[0] == [DOMAIN] and recorded[2] == [0] and len(json.loads(recorded[3])[DOMAIN]) == 4
-    assert checkpoints == 4
+    trained = trained_variants(ran)
+    means = trained | {"base"}  # the floor: the base model evaluated as the variants are
+    pairs = {f"{a}-{b}" for a, b in ex.differences([v for v in ex.VARIANTS if v in trained] + ["base"])}
+    assert set(overall["variant"]) == means | pairs
+    assert {"searched-initial", "searched-random_edits", "searched-base", "searched-no_thinking"} <= pairs
+    assert recorded[0] == [DOMAIN] and recorded[2] == [0] and len(json.loads(recorded[3])[DOMAIN]) == len(trained)
+    assert checkpoints == len(trained)
     env = {**os.environ, "DAGSTER_HOME": str(ran["root"] / "home")}
     env.pop("REER_LINEAGE_DB", None)
     done = subprocess.run([sys.executable, "-m", "reer_assets.cli", "experiment", "report", "--json"], env=env,

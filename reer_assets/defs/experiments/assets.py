@@ -63,7 +63,7 @@ def accepted_items(domain: str) -> tuple[list[dict], int]:
 
 
 @dg.asset(
-    code_version="1",
+    code_version="2",  # 2: the shuffled control
     partitions_def=domain_partitions,
     deps=["filtered_dataset", "refined_trajectories"],
     group_name="experiments",
@@ -241,6 +241,7 @@ class AblationEvalConfig(ProfiledConfig):
     backend: Optional[str] = None  # hf | vllm | openai (default: the generator role's backend); docs/evaluation.md
     max_in_flight: Optional[int] = None
     servers: Optional[dict[str, str]] = None  # openai: {checkpoint id | "*": "URL[#served name]"}
+    floor: bool = True  # also evaluate base_model itself (variant ``base``), the report's floor
 
     def evaluation(self) -> dict:
         resolved, bench = self.resolved(), profile(self.profile)["benchmark"]
@@ -251,9 +252,9 @@ class AblationEvalConfig(ProfiledConfig):
 
 
 @dg.asset(
-    code_version="1",
+    code_version="2",  # 2: the base model is evaluated too (variant base, the floor)
     partitions_def=domain_partitions,
-    deps=["ablation_checkpoints"],
+    deps=["ablation_checkpoints", "base_model"],
     group_name="experiments",
     pool="gpu",
     kinds={"pytorch", "duckdb"},
@@ -276,6 +277,8 @@ def ablation_results(
     answering, servers = answering_backend(generator, config.backend, config.max_in_flight), dict(config.servers or {})
     answered_by = None if answering["backend"] in ("embedded", "hf") else (answering["backend"], sorted(servers.items()))
     prompt_set = prompt_sets.from_settings()  # REER_PROMPTS: the held-out prompts' inference prompt and NLL context
+    base = pointer("base_model") if config.floor else None
+    floor = {"path": base["path"], "model_id": base["model_id"]} if base else None
 
     def evaluate(paths):
         summary = runner.run(context, "experiments", {
@@ -284,16 +287,17 @@ def ablation_results(
             "outputs": {name: str(path) for name, path in paths.items()},
             "work": str(storage.work_dir("ablation_results", domain,
                                          config_hash([settings, judge_id, prompt_set.identity]))),
-            "answering": answering, "servers": servers, **prompt_sets.extras(prompt_set),
+            "answering": answering, "servers": servers, "base": floor, **prompt_sets.extras(prompt_set),
         }, env={**generator.workload_env(), **judge.workload_env()})
         return {**summary, "evaluation": {**settings, "judge": " ".join(judge_id) if judge_id else None}}
 
     run = run_stage(context, "ablation_results", (upstream("ablation_checkpoints", domain), settings, judge_id,
                                                   prompt_set.identity)
-                    + ((answered_by,) if answered_by else ()),
+                    + ((answered_by,) if answered_by else ()) + ((floor["model_id"],) if floor else ()),
                     evaluate, lineage=lineage, tables={"judge_scores": "judgments"})
     frame = run.read("results")
     variants = variant_order(domain, storage.read_output("ablation_datasets", "rows", domain))
+    variants += ["base"] if frame.height and (frame["variant"] == "base").any() else []
     rows = ex.summarise(frame.to_dicts(), variants, resamples=1000)
     context.log.info(f"[{domain}] ablation results: {frame.height} answers of {frame['checkpoint_id'].n_unique()} "
                      f"checkpoints" if frame.height else f"[{domain}] ablation results: no answers")
@@ -333,7 +337,7 @@ def _budget(trainings: dict[str, dict], checkpoints: pl.DataFrame) -> dict:
 
 
 @dg.asset(
-    code_version="1",
+    code_version="2",  # 2: MDE per difference, the power headline, the base floor and shuffled control
     deps=[dg.AssetDep("ablation_results", partition_mapping=dg.AllPartitionMapping())],
     group_name="experiments",
     pool="duckdb",
@@ -357,6 +361,7 @@ def experiment_report(context: dg.AssetExecutionContext, config: ReportConfig, l
     summaries = {asset: {d: (fingerprints.stored(asset, d) or {}).get("summary", {}) for d in domains}
                  for asset in ("ablation_datasets", "ablation_checkpoints", "ablation_results")}
     variants = list(dict.fromkeys(v for d in domains for v in summaries["ablation_datasets"][d].get("variants") or []))
+    variants += ["base"] if any(summaries["ablation_results"][d].get("floor") for d in domains) else []
     trainings = {d: s.get("training") or {} for d, s in summaries["ablation_checkpoints"].items()}
     evaluations = {d: s.get("evaluation") or {} for d, s in summaries["ablation_results"].items()}
     notes = []
