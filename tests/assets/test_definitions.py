@@ -42,7 +42,7 @@ def test_graph_shape_partitions_pools_and_checks():
     assert parents["benchmark_scores"] == {"base_model", "finetuned_checkpoint"}
     assert parents["ablation_datasets"] == {"filtered_dataset", "refined_trajectories"}
     assert parents["ablation_checkpoints"] == {"ablation_datasets", "base_model"}
-    assert parents["ablation_results"] == {"ablation_checkpoints"}
+    assert parents["ablation_results"] == {"ablation_checkpoints", "base_model"}  # base_model: the floor
     assert parents["experiment_report"] == {"ablation_results"}
     pools = {a.key.to_user_string(): a.op.pool for a in defs.assets}
     assert pools["refined_trajectories"] == "gpu" and pools["filtered_dataset"] == "duckdb"
