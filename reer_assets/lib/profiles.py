@@ -34,7 +34,9 @@ PROFILES: dict[str, dict[str, Any]] = {
                    "top_k": 40, "max_tokens": 640, "edit_max_tokens": 320,
                    # the toy model's closed thinkings are short; the paper-scale floor of 100 drops most
                    "min_rollout_tokens": 48, "ban_foreign_tags": True,
-                   "num_rollouts": 2},
+                   "num_rollouts": 2,
+                   # as in test: at 100 characters a domain's every thinking can be one segment (docs/algorithm.md)
+                   "min_segment_chars": 40},
         "synthesis": {"temperature": 0.7, "top_p": 0.9, "top_k": 40, "max_tokens": 96},
         # the embedded recipe: a learning rate a 1M-parameter model moves with, no accumulation
         "finetune": {"recipe": "embedded", "epochs": 2},
