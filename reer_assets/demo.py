@@ -24,6 +24,7 @@ def _accepted(read_output, domain: str) -> int | None:
 def main() -> int:
     os.environ.setdefault("REER_PROFILE", "demo")
     os.environ.setdefault("HF_HUB_DISABLE_PROGRESS_BARS", "1")  # no weight-loading bars from every workload
+    os.environ.setdefault("HF_DATASETS_DISABLE_PROGRESS_BARS", "1")  # nor TRL's dataset-preparation bars
     import warnings
 
     import dagster as dg
