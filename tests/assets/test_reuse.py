@@ -79,7 +79,7 @@ def test_a_run_killed_between_outputs_and_fingerprint_is_not_reused(home, tmp_pa
         while not halt.exists():
             assert child.poll() is None, child.stderr.read().decode()[-2000:]
             assert time.monotonic() < deadline, "the probe never reached its check"
-            time.sleep(0.05)  # a polling interval while waiting for the marker file
+            time.sleep(0.05)  # wait: a polling interval while waiting for the marker file
         os.kill(child.pid, signal.SIGKILL)
         child.wait(timeout=30)
     finally:

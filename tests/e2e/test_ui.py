@@ -90,7 +90,7 @@ class DagsterDev:
                     return
             except (urllib.error.URLError, ConnectionError, TimeoutError):
                 pass
-            time.sleep(1.0)  # a polling interval until the code location loads
+            time.sleep(1.0)  # wait: a polling interval until the code location loads
         raise AssertionError(f"dagster dev not ready after {timeout}s:\n{self.log_tail()}")
 
     def stop(self) -> None:
@@ -162,7 +162,7 @@ def wait_for_backfill(server: DagsterDev, backfill_id: str, timeout: float = 900
             raise AssertionError(f"backfill {backfill_id} failed: {last}\n" + "\n".join(map(str, messages)))
         if runs and all(r["status"] == "SUCCESS" for r in runs):
             return last
-        time.sleep(2.0)  # a polling interval over the backfill status
+        time.sleep(2.0)  # wait: a polling interval over the backfill status
     raise AssertionError(f"backfill {backfill_id} not done after {timeout}s: {last}\n{server.log_tail()}")
 
 
@@ -196,7 +196,7 @@ def wait_for(driver, predicate, timeout: float = 60, what: str = "", screenshot:
                 driver.save_screenshot(str(screenshot))
             raise AssertionError(f"timed out waiting for {what} on {driver.current_url}"
                                  + (f" (screenshot {screenshot})" if screenshot else ""))
-        time.sleep(0.25)  # a polling interval over the page
+        time.sleep(0.25)  # wait: a polling interval over the page
 
 
 def page_text(driver) -> str:

@@ -150,7 +150,7 @@ def finish_measured(process: subprocess.Popen, log_path: Path, timeout: float, s
         if time.monotonic() > deadline:
             kill_group(process)
             raise AssertionError(f"run did not finish in {timeout}s:\n{log_tail(log_path)}")
-        time.sleep(0.05)  # a polling interval between reads of the log, not a wait for a moment
+        time.sleep(0.05)  # wait: a polling interval between reads of the log, not a wait for a moment
     return Run(process.returncode, log_path.read_text(errors="replace"), time.monotonic() - started, usage.ru_maxrss)
 
 
@@ -206,7 +206,7 @@ def group_alive(pgid: int, grace_s: float = 10.0) -> bool:
             return False
         if time.monotonic() > deadline:
             return True
-        time.sleep(0.05)  # polling interval (bounded by grace_s)
+        time.sleep(0.05)  # wait: a polling interval (bounded by grace_s)
 
 
 def log_tail(path: Path, chars: int = 6000) -> str:

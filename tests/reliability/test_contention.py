@@ -60,7 +60,7 @@ def _race(home: Path, hold_lock: bool) -> dict:
             while not all(LOCKED_MSG in logs[d].read_text(errors="replace") for d in DOMAINS):
                 assert all(p.poll() is None for p in processes.values()), "a run ended while the lock was held"
                 assert time.monotonic() - t0 < 240, "not every run reached the locked lineage DB"
-                time.sleep(0.2)  # a polling interval, not a wait for something to happen
+                time.sleep(0.2)  # wait: a polling interval, not a wait for something to happen
             holder.close()
             holder = None
             held_s = time.monotonic() - t0

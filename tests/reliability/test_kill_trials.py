@@ -321,7 +321,7 @@ def _trial(index: int, kind: str, event: str | int, command, env, home: Path, se
                 kill_group(process)
                 raise AssertionError(f"trial {index} ({kind}): {trial.event} never came within {EVENT_DEADLINE_S:.0f}s "
                                      f"(requests {watch.requests}):\n{log_tail(log_path)}")
-            time.sleep(POLL_S)  # polling interval
+            time.sleep(POLL_S)  # wait: a polling interval
         else:
             trial.phase, trial.at_s = "exited by itself", round(time.monotonic() - watch.t0, 2)
     finally:

@@ -192,7 +192,7 @@ def _grown(writer: Writer, file: Path, at_least: int, paused_at: str) -> str:
             return f"{paused_at} ({file.name} {_size(file)} < {at_least} bytes)"
         if time.monotonic() > deadline:
             raise AssertionError(f"{file.name} never reached {at_least} bytes within {MARKER_DEADLINE_S:.0f}s")
-        time.sleep(POLL_S)  # polling interval
+        time.sleep(POLL_S)  # wait: a polling interval
 
 
 def _counts(path) -> dict[str, dict[int, int]]:

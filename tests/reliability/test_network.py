@@ -84,14 +84,14 @@ def test_dagster_dev_as_make_ui_starts_it_listens_on_loopback_only(tmp_path):
                 with urllib.request.urlopen(f"http://127.0.0.1:{port}/server_info", timeout=2) as response:
                     ready = response.status == 200
             except OSError:
-                time.sleep(1.0)  # a polling interval until the webserver answers
+                time.sleep(1.0)  # wait: a polling interval until the webserver answers
         assert ready, (tmp_path / "ui.log").read_text(errors="replace")[-4000:]
         # scan once every server it starts is up (the code location loaded, every required daemon healthy),
         # as the webserver itself reports it, and again at the end, so a late bind does not pass unseen
         while not _all_servers_up(port):
             assert process.poll() is None, (tmp_path / "ui.log").read_text(errors="replace")[-4000:]
             assert time.monotonic() < deadline, "the code location or the daemon never came up"
-            time.sleep(0.5)  # a polling interval
+            time.sleep(0.5)  # wait: a polling interval
         first = _listening(psutil.Process(process.pid))
         _graphql(port, "{ assetNodes { assetKey { path } } }")  # use it: the code server answers
         last = _listening(psutil.Process(process.pid))

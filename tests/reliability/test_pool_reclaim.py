@@ -45,7 +45,7 @@ def _hold(home: Path, pool: str, seconds: float = 600, name: str = "holder",
     while not marker.exists():
         assert process.poll() is None, log_tail(log)
         assert time.monotonic() < deadline, f"the holder never got the slot:\n{log_tail(log)}"
-        time.sleep(0.05)  # a polling interval until the marker file exists
+        time.sleep(0.05)  # wait: a polling interval until the marker file exists
     return process, log
 
 
@@ -117,7 +117,7 @@ def test_a_waiting_run_says_who_holds_the_slot_and_heals_when_the_holder_dies(tm
         while "Waiting for a slot of pool duckdb" not in waiter_log.read_text(errors="replace"):
             assert waiter.poll() is None, log_tail(waiter_log)
             assert time.monotonic() < deadline, log_tail(waiter_log)
-            time.sleep(0.1)  # a polling interval over the log
+            time.sleep(0.1)  # wait: a polling interval over the log
         instance = instance_for(home)
         runs = {r.run_id: r for r in instance.get_runs()}
         holder_run = next(i for i, r in runs.items() if r.tags.get("reer/worker") and
@@ -169,7 +169,7 @@ def test_a_step_process_outliving_its_run_worker_keeps_the_slot_until_it_ends(tm
         from reer_assets.defs.recovery import _process_started_at
 
         while _process_started_at(step_pid) is not None:
-            time.sleep(0.05)  # a polling interval until the process is gone
+            time.sleep(0.05)  # wait: a polling interval until the process is gone
         died["at"] = time.time()  # wall clock on purpose: compared with the Dagster event timestamp (same clock), not a duration
 
     watcher = threading.Thread(target=watch, daemon=True)

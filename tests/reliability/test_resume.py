@@ -108,11 +108,11 @@ def runs(project, embedded_path):
         while not _finished(killed_home):
             assert killed.poll() is None, (project.root / "killed.log").read_text()[-6000:]
             assert time.monotonic() - t0 < 240, "no item finished within 240 s"
-            time.sleep(0.02)  # a polling interval until an item is checkpointed
+            time.sleep(0.02)  # wait: a polling interval until an item is checkpointed
         # then kill in the middle of the next item: a few of its model calls made, not all
         mid_item = len(killed_server.requests) + 3
         while len(killed_server.requests) < mid_item and killed.poll() is None:
-            time.sleep(0.01)  # a polling interval over the request count (an event)
+            time.sleep(0.01)  # wait: a polling interval over the request count (an event)
         kill_group(killed)
         killed_at = time.monotonic() - t0
         finished_at_kill = _finished(killed_home)

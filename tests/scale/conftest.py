@@ -155,7 +155,7 @@ def start_ray_head(root: Path, timeout_s: float = 90.0, num_cpus: int = 2, resou
             except Exception:  # noqa: BLE001 (not up yet)
                 if time.monotonic() > deadline:
                     raise RuntimeError(f"Ray head not ready after {timeout_s:.0f}s:\n{log.read_text()[-4000:]}")
-                time.sleep(0.5)  # polling interval while the head comes up (bounded by timeout_s above)
+                time.sleep(0.5)  # wait: a polling interval while the head comes up (bounded by timeout_s above)
     except BaseException:
         stop_ray_head(head)
         shutil.rmtree(temp_dir, ignore_errors=True)
@@ -196,7 +196,7 @@ def start_ray_worker(head: RayHead, root: Path, resource: str, num_cpus: int = 1
                 pass
             if time.monotonic() > deadline:
                 raise RuntimeError(f"Ray worker node not alive after {timeout_s:.0f}s:\n{log.read_text()[-4000:]}")
-            time.sleep(0.5)  # polling interval while the node joins (bounded by timeout_s above)
+            time.sleep(0.5)  # wait: a polling interval while the node joins (bounded by timeout_s above)
     except BaseException:
         stop_ray_head(node)
         if own_temp_dir:

@@ -168,7 +168,7 @@ def _wait_status(head: RayHead, ids: list[str], wanted: str) -> dict[str, str]:
         status = {j.submission_id: str(j.status) for j in head.jobs() if j.submission_id in ids}
         if all(status.get(i) == wanted for i in ids) or time.monotonic() > deadline:
             return status
-        time.sleep(0.5)  # polling interval of a bounded wait for Ray to record the jobs' end
+        time.sleep(0.5)  # wait: a polling interval of a bounded wait for Ray to record the jobs' end
 
 
 def _failure_message(result) -> str:
@@ -325,7 +325,7 @@ def test_a_run_terminated_from_dagster_stops_its_ray_jobs(cluster, fault_server,
         while time.monotonic() < deadline and (
                 [p for p in workload_processes() if pipes_extras(p).get("__home") == home]
                 or [t for t in threading.enumerate() if t.name.startswith("reer-shard")]):
-            time.sleep(0.5)  # polling interval of a bounded wait for processes and threads to end
+            time.sleep(0.5)  # wait: a polling interval of a bounded wait for processes and threads to end
         assert not [p for p in workload_processes() if pipes_extras(p).get("__home") == home]
         assert not [t for t in threading.enumerate() if t.name.startswith("reer-shard")]
         print(f"\nterminated run {result.run_id[:8]}: Ray jobs {report['stopped']}")

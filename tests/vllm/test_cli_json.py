@@ -92,7 +92,7 @@ def _group_gone(pgid: int, grace_s: float = 20.0) -> bool:
             os.killpg(pgid, 0)
         except ProcessLookupError:
             return True
-        time.sleep(0.2)  # a polling interval until the process group is gone
+        time.sleep(0.2)  # wait: a polling interval until the process group is gone
     return False
 
 
