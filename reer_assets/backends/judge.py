@@ -34,7 +34,7 @@ import threading
 from typing import Any, Mapping
 
 from reer_assets import settings
-from reer_assets.backends.config import BackendSpec
+from reer_assets.backends.spec import BackendSpec, role_backend, role_configured
 from reer_assets.core.call_cache import CallCache
 from reer_assets.core.evaluation.judge import Judge, JudgeReply, JudgeSampling, compact_regex, guided_max_tokens
 from reer_assets.core.protocols import Message
@@ -66,9 +66,9 @@ def judge_spec(environ: Mapping[str, str] | None = None) -> BackendSpec:
     A base URL alone means the openai backend.
     """
     variables = settings.role_variables("judge", environ)
-    if not variables.get("backend") and not variables.get("base_url"):
+    if not role_configured("judge", variables):
         raise JudgeNotConfigured(f"no judge is configured: {SETTINGS_HINT}")
-    variables.setdefault("backend", "openai")
+    variables["backend"] = role_backend("judge", variables)
     try:
         spec = BackendSpec.from_env("judge", {f"REER_JUDGE_{k.upper()}": v for k, v in variables.items()})
     except ValueError as exc:

@@ -39,7 +39,7 @@ from typing import Any, Callable, TypeVar
 import httpx
 import openai
 
-from reer_assets.backends.config import PREFILL_MODES, BackendSpec  # noqa: F401 (PREFILL_MODES re-exported)
+from reer_assets.backends.spec import PREFILL_MODES, BackendSpec  # noqa: F401 (PREFILL_MODES re-exported)
 from reer_assets.backends.scored_span import encode, pick_prompt_logprobs, render, score_tokens
 from reer_assets.core.protocols import Completion, GenerationRequest, ScoreRequest, ScoreResult
 from reer_assets.settings import secret

@@ -24,7 +24,7 @@ import polars as pl
 from pydantic import PrivateAttr
 
 from reer_assets import settings
-from reer_assets.backends.config import ENV_FIELDS, BackendSpec, model_id
+from reer_assets.backends.spec import ENV_FIELDS, BackendSpec, model_id, role_backend, role_configured
 from reer_assets.lib import duckdb_store
 
 
@@ -81,12 +81,12 @@ def backend_resource(role: str, environ: Optional[dict] = None) -> ModelBackendR
     spec = BackendSpec.from_env(role, environ)  # fails early, with the variable's name, on a bad value
     prefix = f"REER_{role.upper()}_"
     variables = settings.role_variables(role, environ)
-    values: dict = {"role": role, "configured": role != "judge" or bool(variables.get("backend") or variables.get("base_url"))}
+    values: dict = {"role": role, "configured": role_configured(role, variables)}
     for name in variables:
         if name in ENV_FIELDS:
             values[name] = dg.EnvVar(prefix + name.upper()) if ENV_FIELDS[name] is str else getattr(spec, name)
-    if role == "judge" and variables.get("base_url") and not variables.get("backend"):
-        values["backend"] = "openai"  # a judge named by its server alone is an OpenAI-compatible one
+    if not variables.get("backend") and role_backend(role, variables):
+        values["backend"] = role_backend(role, variables)  # the judge named by its server alone (spec.py)
     if spec.api_key_env and (settings.secret(spec.api_key_env) if environ is None else environ.get(spec.api_key_env)):
         values["api_key"] = dg.EnvVar(spec.api_key_env)
     return ModelBackendResource(**values)
