@@ -11,8 +11,6 @@ a per-user cache (``REER_CACHE_DIR``, default ``~/.cache/reer-assets``) and copi
 
 from __future__ import annotations
 
-import contextlib
-import fcntl
 import hashlib
 import json
 import math
@@ -27,6 +25,7 @@ from typing import Callable, Iterator
 
 from reer_assets import data, settings
 from reer_assets.core.chat_format import THINK_OPEN, assistant_turn
+from reer_assets.core.file_lock import file_lock
 from reer_assets.core.prompts import BUNDLED, PROMPT_SET_VERSION, prompts_for
 from reer_assets.core.refinement import RECOMPOSE_SEPARATOR, is_draft
 from reer_assets.core.segment import segment
@@ -157,17 +156,6 @@ def instance_root(kind: str = "embedded") -> Path:
     return settings.dagster_home() / "models" / kind
 
 
-@contextlib.contextmanager
-def _locked(path: Path) -> Iterator[None]:
-    path.parent.mkdir(parents=True, exist_ok=True)
-    with open(path, "w") as handle:
-        fcntl.flock(handle, fcntl.LOCK_EX)
-        try:
-            yield
-        finally:
-            fcntl.flock(handle, fcntl.LOCK_UN)
-
-
 def _copy_atomically(src: Path, dst: Path) -> None:
     dst.parent.mkdir(parents=True, exist_ok=True)
     tmp = Path(tempfile.mkdtemp(dir=dst.parent, prefix=f".{dst.name}."))
@@ -187,7 +175,7 @@ def ensure_build(kind: str, key: str, build: Callable[[Path], object], log=print
     if (target / "build.json").exists():
         return target
     cached = cache_root() / kind / key
-    with _locked(cache_root() / kind / f".{key}.lock"):
+    with file_lock(cache_root() / kind / f".{key}.lock"):
         if not (cached / "build.json").exists():
             log(f"building {kind} model {key}{f' ({what})' if what else ''} ...")
             tmp = Path(tempfile.mkdtemp(dir=cached.parent, prefix=f".{key}."))

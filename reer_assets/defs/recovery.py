@@ -27,7 +27,6 @@ All private Dagster API used here is in :mod:`reer_assets.lib.dagster_internals`
 
 from __future__ import annotations
 
-import contextlib
 import functools
 import json
 import os
@@ -35,11 +34,12 @@ import socket
 import sys
 import time
 from dataclasses import asdict, dataclass, field
-from typing import Callable, Iterator, Optional
+from typing import Callable, Optional
 
 import dagster as dg
 
 from reer_assets import settings
+from reer_assets.core.file_lock import file_lock
 from reer_assets.lib import dagster_internals as internals
 
 POLL_S = 2.0  # how often a step blocked on a pool re-checks its holders
@@ -201,21 +201,9 @@ def judge(instance: dg.DagsterInstance, run_id: str, step_key: Optional[str] = N
 # --- reclaiming -----------------------------------------------------------------------------------
 
 
-@contextlib.contextmanager
-def _reclaim_lock(instance: dg.DagsterInstance) -> Iterator[None]:
+def _reclaim_lock(instance: dg.DagsterInstance):
     """One reclaimer at a time per instance folder (two blocked runs must not both mark a run failed)."""
-    try:
-        import fcntl
-    except ImportError:  # not POSIX
-        yield
-        return
-    path = os.path.join(instance.root_directory, ".reer-reclaim.lock")
-    with open(path, "a") as handle:
-        fcntl.flock(handle, fcntl.LOCK_EX)
-        try:
-            yield
-        finally:
-            fcntl.flock(handle, fcntl.LOCK_UN)
+    return file_lock(os.path.join(instance.root_directory, ".reer-reclaim.lock"))
 
 
 @dataclass
