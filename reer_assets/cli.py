@@ -519,7 +519,7 @@ def cmd_export(args: argparse.Namespace) -> int:
 
 
 def cmd_recover(args: argparse.Namespace) -> int:
-    from reer_assets.defs.recovery import cmd_recover as recover
+    from reer_assets.runtime.recovery import cmd_recover as recover
 
     return recover(args)
 

@@ -36,10 +36,10 @@ def inbox_sensor(context: dg.SensorEvaluationContext):
 @dg.sensor(minimum_interval_seconds=60, default_status=dg.DefaultSensorStatus.RUNNING)
 def dead_run_sensor(context: dg.SensorEvaluationContext):
     """Marks runs whose worker process died (killed, OOM, reboot) as failed and frees the pool slots
-    they held. A blocked pool claim already does this on its own (``defs/recovery.py``); the sensor
+    they held. A blocked pool claim already does this on its own (``runtime/recovery.py``); the sensor
     also catches dead runs that held no slot, and its ticks list every run reclaimed since the last
     tick, whoever reclaimed it (a blocked claim, ``reer recover`` or the sensor)."""
-    from reer_assets.defs.recovery import RECLAIMED_AT_TAG, RECLAIMED_BY_TAG, reclaim_dead_runs, reclaimed_since
+    from reer_assets.runtime.recovery import RECLAIMED_AT_TAG, RECLAIMED_BY_TAG, reclaim_dead_runs, reclaimed_since
 
     since = float(json.loads(context.cursor).get("since", 0)) if context.cursor else 0.0
     reclaim_dead_runs(context.instance, context.log.warning, by="dead_run_sensor")

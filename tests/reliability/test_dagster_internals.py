@@ -1,4 +1,4 @@
-"""Pins the behaviour of every private Dagster API the project uses (``reer_assets/lib/dagster_internals.py``)
+"""Pins the behaviour of every private Dagster API the project uses (``reer_assets/runtime/dagster_internals.py``)
 on the pinned Dagster version. A Dagster upgrade that changes any of it fails here first."""
 
 from __future__ import annotations
@@ -22,17 +22,18 @@ def home(tmp_path, monkeypatch) -> Path:
 def test_pinned_version():
     import dagster
 
-    assert dagster.__version__ == "1.13.27", "re-check reer_assets/lib/dagster_internals.py against this version"
+    assert dagster.__version__ == "1.13.27", "re-check reer_assets/runtime/dagster_internals.py against this version"
 
 
 def test_reer_instance_keeps_dagsters_sqlite_layout_in_the_instance_folder(home):
     import dagster as dg
 
-    from reer_assets.lib import dagster_internals as internals
+    from reer_assets.runtime import dagster_internals as internals
+    from reer_assets.runtime.instance import ReerInstance
 
     instance = instance_for(home)
     try:
-        assert type(instance) is internals.ReerInstance
+        assert type(instance) is ReerInstance
         assert type(instance.event_log_storage) is internals.ReclaimingSqliteEventLogStorage
         assert internals.has_reclaiming_claims(instance) and internals.uses_default_launcher(instance)
         assert instance.root_directory == str(home)
@@ -54,7 +55,7 @@ def test_steps_claim_pool_slots_through_the_storage_method(home, monkeypatch):
     """InstanceConcurrencyContext calls ``event_log_storage.claim_concurrency_slot`` (our override)."""
     import dagster as dg
 
-    from reer_assets.lib import dagster_internals as internals
+    from reer_assets.runtime import dagster_internals as internals
 
     calls = []
     real = internals.ReclaimingSqliteEventLogStorage.claim_concurrency_slot
@@ -102,8 +103,8 @@ def test_steps_claim_pool_slots_through_the_storage_method(home, monkeypatch):
 
 
 def test_pool_holdings_and_free_run_slots(home):
-    from reer_assets.lib import dagster_internals as internals
-    from reer_assets.lib.dagster_internals import Holding, ReclaimingSqliteEventLogStorage
+    from reer_assets.runtime import dagster_internals as internals
+    from reer_assets.runtime.dagster_internals import Holding, ReclaimingSqliteEventLogStorage
 
     instance = instance_for(home)
     try:

@@ -436,8 +436,8 @@ def _engine_blocked(instance, run_id: str) -> list[str]:
 def test_no_run_waited_on_a_dead_runs_slot(trials):
     import dagster as dg
 
-    from reer_assets.defs.recovery import recover_report
-    from reer_assets.lib.dagster_internals import pool_holdings
+    from reer_assets.runtime.recovery import recover_report
+    from reer_assets.runtime.dagster_internals import pool_holdings
 
     instance = instance_for(trials["home"])
     try:

@@ -72,7 +72,7 @@ def _messages(instance, run_id: str, level: int = logging.INFO) -> list[str]:
 def test_a_killed_holder_never_blocks_the_next_run(tmp_path, pool):
     import dagster as dg
 
-    from reer_assets.lib.dagster_internals import pool_holdings
+    from reer_assets.runtime.dagster_internals import pool_holdings
 
     home = _home(tmp_path, pool)
     holder, _ = _hold(home, pool)
@@ -166,7 +166,7 @@ def test_a_step_process_outliving_its_run_worker_keeps_the_slot_until_it_ends(tm
     died = {}
 
     def watch():
-        from reer_assets.defs.recovery import _process_started_at
+        from reer_assets.runtime.recovery import _process_started_at
 
         while _process_started_at(step_pid) is not None:
             time.sleep(0.05)  # wait: a polling interval until the process is gone

@@ -6,12 +6,13 @@ log line to a run's event log. What the project needs of those lives here, each 
 function or class, so that a Dagster upgrade is checked in one file, by one test
 (``tests/reliability/test_dagster_internals.py`` pins their behaviour on the pinned version).
 
-The instance class (:class:`ReerInstance`, named by ``dagster_home/dagster.yaml``) only changes
-the *default* storage: the usual SQLite files under ``$DAGSTER_HOME`` (same layout, same
-schema), with an event-log storage whose :meth:`~ReclaimingSqliteEventLogStorage.claim_concurrency_slot`
-asks :mod:`reer_assets.defs.recovery` what to do when a step would be blocked by a pool limit.
-An instance configured with an explicit ``storage:`` block (Postgres, say) keeps that storage and
-has no such hook.
+The instance base (:class:`ReclaimingInstance`; the project's :class:`~reer_assets.runtime.instance.ReerInstance`,
+named by ``dagster_home/dagster.yaml``, adds its claim hook) only changes the *default* storage: the
+usual SQLite files under ``$DAGSTER_HOME`` (same layout, same schema), with an event-log storage whose
+:meth:`~ReclaimingSqliteEventLogStorage.claim_concurrency_slot` asks the instance's :class:`ClaimHook`
+(:mod:`reer_assets.runtime.recovery`) what to do when a step would be blocked by a pool limit. An
+instance configured with an explicit ``storage:`` block (Postgres, say) keeps that storage and has no
+such hook. This module imports nothing of the project: the hook comes in through the instance.
 """
 
 from __future__ import annotations
@@ -20,7 +21,7 @@ import logging
 import os
 import time
 from dataclasses import dataclass
-from typing import TYPE_CHECKING, Optional
+from typing import TYPE_CHECKING, Optional, Protocol
 
 import yaml
 from dagster._core.instance import DagsterInstance
@@ -39,37 +40,50 @@ log = logging.getLogger(__name__)
 # --- the storage hook ----------------------------------------------------------------------------
 
 
+class ClaimHook(Protocol):
+    """What a pool-slot claim asks before it reports "blocked" (:mod:`reer_assets.runtime.recovery` answers)."""
+
+    poll_s: float  # how often a blocked step re-claims (Dagster backs off to 15 s)
+
+    def on_claim_attempt(self, instance: "dg.DagsterInstance", run_id: str) -> None: ...
+
+    def on_claim_blocked(self, instance: "dg.DagsterInstance", pool: str, run_id: str, step_key: str) -> list: ...
+
+    def on_claim_waiting(self, instance: "dg.DagsterInstance", pool: str, run_id: str, step_key: str) -> None: ...
+
+
 class ReclaimingSqliteEventLogStorage(SqliteEventLogStorage):
     """Dagster's SQLite event-log storage, with a pool-slot claim that does not wait on the dead.
 
     Steps claim pool slots through ``claim_concurrency_slot`` (``InstanceConcurrencyContext``,
     for the in-process, multiprocess and step-delegating executors alike), on their first try and
-    again on every retry while blocked. Before reporting "blocked", this claim lets
-    :func:`reer_assets.defs.recovery.on_claim_blocked` free the slots of holders whose worker
-    process is dead, and claims again; when a live run holds the slot it gets a notice instead.
-    Any error in the hook is logged and the plain claim result stands.
+    again on every retry while blocked. Before reporting "blocked", this claim lets the instance's
+    :class:`ClaimHook` (:func:`reer_assets.runtime.recovery.on_claim_blocked`) free the slots of holders
+    whose worker process is dead, and claims again; when a live run holds the slot it gets a notice
+    instead. Any error in the hook is logged and the plain claim result stands.
     """
 
     def claim_concurrency_slot(self, concurrency_key: str, run_id: str, step_key: str,
                                priority: Optional[int] = None):
-        from reer_assets.defs import recovery
-
         instance = self._instance
+        hook: Optional[ClaimHook] = getattr(instance, "claim_hook", None)
+        if hook is None:  # an instance without a hook: Dagster's own claim
+            return super().claim_concurrency_slot(concurrency_key, run_id, step_key, priority)
         try:
-            recovery.on_claim_attempt(instance, run_id)
+            hook.on_claim_attempt(instance, run_id)
         except Exception:  # never let the hook break a claim
             log.exception("reer: recording the worker of run %s failed", run_id)
         status = super().claim_concurrency_slot(concurrency_key, run_id, step_key, priority)
         if status.is_claimed:
             return status
         try:
-            if recovery.on_claim_blocked(instance, concurrency_key, run_id, step_key):
+            if hook.on_claim_blocked(instance, concurrency_key, run_id, step_key):
                 assign_free_slots(self, concurrency_key)
                 status = super().claim_concurrency_slot(concurrency_key, run_id, step_key, priority)
             if not status.is_claimed:
-                recovery.on_claim_waiting(instance, concurrency_key, run_id, step_key)
-                # poll every POLL_S (Dagster backs off to 15 s), so a holder that dies is noticed soon
-                status = status.with_sleep_interval(recovery.POLL_S)
+                hook.on_claim_waiting(instance, concurrency_key, run_id, step_key)
+                # poll every poll_s (Dagster backs off to 15 s), so a holder that dies is noticed soon
+                status = status.with_sleep_interval(hook.poll_s)
         except Exception:
             log.exception("reer: reclaiming pool %s for run %s failed", concurrency_key, run_id)
         return status
@@ -106,10 +120,13 @@ class ReerSqliteStorage(DagsterSqliteStorage):
         return cls.from_local(inst_data=inst_data, **config_value)
 
 
-class ReerInstance(DagsterInstance):
+class ReclaimingInstance(DagsterInstance):
     """A ``DagsterInstance`` whose default storage is :class:`ReerSqliteStorage` rooted at the
     instance folder itself (so ``InstanceRef.from_dir(home)`` opens ``home``'s files, whatever
-    ``$DAGSTER_HOME`` says). Everything else is Dagster's default."""
+    ``$DAGSTER_HOME`` says), and whose blocked pool-slot claims ask :attr:`claim_hook` (set by a
+    subclass: :class:`reer_assets.runtime.instance.ReerInstance`). Everything else is Dagster's default."""
+
+    claim_hook: Optional[ClaimHook] = None
 
     @classmethod
     def config_schema(cls):
@@ -125,7 +142,8 @@ class ReerInstance(DagsterInstance):
 
 def has_reclaiming_claims(instance: "dg.DagsterInstance") -> bool:
     """Whether this instance's pool-slot claims go through the reclaiming hook."""
-    return isinstance(instance.event_log_storage, ReclaimingSqliteEventLogStorage)
+    return (isinstance(instance.event_log_storage, ReclaimingSqliteEventLogStorage)
+            and getattr(instance, "claim_hook", None) is not None)
 
 
 # --- reading and changing pool slots --------------------------------------------------------------

@@ -6,9 +6,9 @@ to 1 (``dagster_home/dagster.yaml``) every later ``gpu`` (or ``duckdb``) step wo
 that slot forever, and the default run launcher cannot check a worker's health, so Dagster's run
 monitoring does not notice.
 
-The fix runs on its own, in the claim itself: the instance (``ReerInstance``, named in
-``dagster.yaml``) uses an event-log storage whose pool-slot claim, when a step would be blocked,
-calls :func:`on_claim_blocked` here. That looks at every run holding or queued for the pool and
+The fix runs on its own, in the claim itself: the instance (``ReerInstance``, ``instance.py``, named
+in ``dagster.yaml``) uses an event-log storage whose pool-slot claim, when a step would be blocked,
+calls :func:`on_claim_blocked` here (through :data:`CLAIM_HOOK`). That looks at every run holding or queued for the pool and
 judges its worker (:func:`judge`): the process recorded when the run first claimed a slot (the
 ``reer/worker`` tag: pid, process start time, host), or else the pid of its ``RUN_START`` event. A
 holder whose worker is gone (or whose pid now belongs to a newer process, or whose machine has
@@ -22,7 +22,7 @@ log (and on the console), naming the holder and how to free it.
 (:func:`cmd_recover`) and ``dead_run_sensor`` (``sensors.py``, under ``dagster dev``) call it, so
 runs killed while holding no slot do not stay ``STARTED`` in the UI either.
 
-All private Dagster API used here is in :mod:`reer_assets.lib.dagster_internals`.
+All private Dagster API used here is in :mod:`reer_assets.runtime.dagster_internals`.
 """
 
 from __future__ import annotations
@@ -40,7 +40,7 @@ import dagster as dg
 
 from reer_assets import settings
 from reer_assets.core.file_lock import file_lock
-from reer_assets.lib import dagster_internals as internals
+from reer_assets.runtime import dagster_internals as internals
 
 POLL_S = 2.0  # how often a step blocked on a pool re-checks its holders
 NOTICE_REPEAT_S = 300.0  # a waiting step repeats its notice this often (and whenever the holders change)
@@ -369,6 +369,18 @@ def on_claim_waiting(instance: dg.DagsterInstance, pool: str, run_id: str, step_
     _tell(instance, run_id, step_key,
           f"Waiting for a slot of pool {pool} (limit {limit}), held by {held}. The step starts when that slot "
           f"is freed. {how}{HOW_TO_FREE}.")
+
+
+class _ClaimHook:
+    """This module as the instance's :class:`~reer_assets.runtime.dagster_internals.ClaimHook`."""
+
+    poll_s = POLL_S
+    on_claim_attempt = staticmethod(on_claim_attempt)
+    on_claim_blocked = staticmethod(on_claim_blocked)
+    on_claim_waiting = staticmethod(on_claim_waiting)
+
+
+CLAIM_HOOK = _ClaimHook()
 
 
 # --- `reer recover` -------------------------------------------------------------------------------
