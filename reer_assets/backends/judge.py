@@ -236,13 +236,20 @@ def load_judge_backend(spec: BackendSpec, structured: str = "auto") -> Any:
 
 
 def load_judge(environ: Mapping[str, str] | None = None, cache: CallCache | str | os.PathLike | None = None,
-               sampling: JudgeSampling | None = None, **judge_options: Any) -> Judge:
+               sampling: JudgeSampling | None = None, batch_dir: str | os.PathLike | None = None,
+               log: Any = None, **judge_options: Any) -> Judge:
     """The configured judge (``REER_JUDGE_*``), with an optional persistent cache (a path or a CallCache).
 
-    Raises :class:`JudgeNotConfigured` naming the settings when no judge is configured.
+    With ``REER_JUDGE_BATCH=1`` its judgments go out as batches (``backends/batch.py``; local batch files
+    in ``batch_dir``). Raises :class:`JudgeNotConfigured` naming the settings when no judge is configured.
     """
     spec = judge_spec(environ)
-    backend = load_judge_backend(spec, structured_mode(environ))
     if cache is not None and not isinstance(cache, CallCache):
         cache = CallCache(cache)
+    if spec.batch:
+        from reer_assets.backends.batch import batch_judge
+
+        return batch_judge(spec, structured_mode(environ), batch_dir, cache=cache, sampling=sampling, log=log,
+                           **judge_options)
+    backend = load_judge_backend(spec, structured_mode(environ))
     return Judge(backend, cache=cache, sampling=sampling, **judge_options)

@@ -36,6 +36,9 @@ class BackendSpec:
     gpu_memory_utilization: float | None = None  # vllm; on the CPU build the share of host memory
     backoff_s: float = 0.5  # openai: first retry delay, doubled per attempt, with jitter
     backoff_max_s: float = 30.0
+    # REER_<ROLE>_BATCH=1: the calls that can wait go out as one OpenAI batch file (backends/batch.py):
+    # to the server's Batches API with a base_url, else through vLLM's run-batch on the local model
+    batch: bool = False
 
     def __post_init__(self) -> None:
         if self.prefill_mode not in PREFILL_MODES:
@@ -60,7 +63,7 @@ class BackendSpec:
                 continue  # e.g. REER_JUDGE_STRUCTURED, read by the judge itself
             kind = ENV_FIELDS[name]
             try:
-                values[name] = kind(raw)
+                values[name] = parse_bool(raw) if kind is bool else kind(raw)
             except ValueError as exc:
                 raise ValueError(f"{prefix + name.upper()}={raw!r} is not a valid {kind.__name__}") from exc
         return cls(**values)
@@ -79,6 +82,16 @@ class BackendSpec:
     def describe(self) -> dict[str, object]:
         """Safe to log and record: names the key's variable, never its value."""
         return {name: getattr(self, name) for name in ENV_FIELDS if getattr(self, name) is not None}
+
+
+def parse_bool(raw: str) -> bool:
+    """A boolean variable's text: 1/true/yes/on or 0/false/no/off (any case); anything else is refused."""
+    text = str(raw).strip().lower()
+    if text in ("1", "true", "yes", "on"):
+        return True
+    if text in ("0", "false", "no", "off", ""):
+        return False
+    raise ValueError(f"{raw!r} is not a boolean")
 
 
 def _plain_type(hint: object) -> type:

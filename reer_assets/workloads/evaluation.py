@@ -120,7 +120,8 @@ def _judge(extras: Extras, summary: dict[str, Any], log: Log):
     from reer_assets.backends.judge import JudgeNotConfigured, load_judge
 
     try:
-        judge = load_judge(cache=Path(extras["work"]) / "judge_cache.jsonl")
+        judge = load_judge(cache=Path(extras["work"]) / "judge_cache.jsonl", batch_dir=Path(extras["work"]) / "batches",
+                           log=log)  # REER_JUDGE_BATCH=1: each round of judgments as one batch
     except JudgeNotConfigured as exc:
         summary["judge"] = {"configured": False, "why": str(exc)}
         log(f"no judge: {exc}")
@@ -166,6 +167,8 @@ def _judge_all(judge, extras: Extras, items: list, rows: list, summary: dict, lo
                          for row in judging.score_rows([pair.ab, pair.ba])]
     summary["tokens"]["judge"] = judging.token_totals(all_judgments)
     summary["judge_failed"] = sum(j.status != "ok" for j in all_judgments)
+    if hasattr(judge.backend, "runner"):  # a batch judge: its submissions, adoptions and resubmissions
+        summary["judge_batch"] = judge.backend.runner.stats.to_dict()
     for row in flat:
         row["id"] = stable_id("judge", row["model_label"], row["judgment_key"], row["criterion"])
     return flat

@@ -31,6 +31,11 @@ def run(extras: Extras, log: Log) -> dict:
     checkpoints = ItemCheckpoints(extras["work"])
     generator = None
     made = reused = 0
+    sampling = Sampling(cfg["temperature"], cfg["top_p"], cfg["top_k"], cfg["max_tokens"])
+    spec = BackendSpec.from_env("generator")
+    batched, batch_stats = {}, None
+    if spec.batch:  # REER_GENERATOR_BATCH=1: every pending request in one batch (backends/batch.py)
+        batched, batch_stats = _synthesize_in_batch(spec, docs, checkpoints, sampling, cfg, extras, log)
     for doc in docs.iter_rows(named=True):
         if checkpoints.has(doc["id"]):
             reused += 1
@@ -38,14 +43,15 @@ def run(extras: Extras, log: Log) -> dict:
         raw, model, synthesized, usage = None, None, False, (0, 0)
         query = doc["given_request"]
         if not query:
-            if generator is None:
-                generator = load_generator(BackendSpec.from_env("generator"))
-            made_query = synthesize_query(
-                generator,
-                doc["text"],
-                Sampling(cfg["temperature"], cfg["top_p"], cfg["top_k"], cfg["max_tokens"]),
-                seed=derive_seed(cfg["seed"], doc["id"], "synthesize"),
-            )
+            if doc["id"] in batched:
+                made_query = batched[doc["id"]]
+                if made_query is None:
+                    continue  # its batch request failed: no checkpoint, raised below, asked again by the next run
+            else:
+                if generator is None:
+                    generator = load_generator(spec)
+                made_query = synthesize_query(generator, doc["text"], sampling,
+                                              seed=derive_seed(cfg["seed"], doc["id"], "synthesize"))
             query, raw, model, synthesized = made_query.query, made_query.raw_output, made_query.model, True
             usage = (made_query.prompt_tokens, made_query.completion_tokens)
         reasons = query_reasons(query, doc["text"], doc["language"], qc)
@@ -60,16 +66,52 @@ def run(extras: Extras, log: Log) -> dict:
         })
         made += 1
         log(f"query for {doc['id']}: {'synthesized' if synthesized else 'given'}, {'rejected ' + str(reasons) if reasons else 'accepted'}")
+    failed = [doc_id for doc_id, made_query in batched.items() if made_query is None]
+    if failed:
+        from reer_assets.backends.openai_compat import BackendCallError
+
+        classes = sorted(set(batch_stats["results"]) - {"ok"})
+        raise BackendCallError(classes[0] if len(classes) == 1 else "batch_failed", 1,
+                               f"{len(failed)} of {len(batched)} batch synthesis request(s) failed ({', '.join(classes)}); "
+                               "the others are checkpointed, the next run asks only for these")
     rows = [checkpoints.load(doc_id) for doc_id in docs["id"].to_list()]
     frame = QUERIES.frame(rows)
     storage.write_parquet(frame, extras["out"])
     summary = {"rows": frame.height, "made": made, "reused": reused,
                "synthesized": int(frame["synthesized"].sum()), "rejected": int((frame["status"] == "rejected").sum())}
+    if batch_stats is not None:
+        summary["batch"] = batch_stats
     if generator is not None:  # per-server counters of an HTTP generator (docs/scale.md)
         from reer_assets.backends.openai_compat import http_usage
 
         summary.update(http_usage(generator))
     return summary
+
+
+def _synthesize_in_batch(spec, docs, checkpoints, sampling, cfg, extras, log) -> tuple[dict, dict]:
+    """Every document that still needs a synthesized request, as one batch: ``{document id: SynthesizedQuery,
+    or None where its request failed}`` and the batch counters. Resumes a recorded batch (docs/scale.md)."""
+    from pathlib import Path
+
+    from reer_assets.backends.batch import batch_generator
+    from reer_assets.core.synthesis import SynthesizedQuery, parse_synthesized, synthesis_request
+
+    pending = [doc for doc in docs.iter_rows(named=True) if not checkpoints.has(doc["id"]) and not doc["given_request"]]
+    if not pending:
+        return {}, None
+    generator = batch_generator(spec, "synthesis", Path(extras["work"]) / "batches", log)
+    requests = [synthesis_request(doc["text"], sampling, derive_seed(cfg["seed"], doc["id"], "synthesize"))
+                for doc in pending]
+    out = {}
+    for doc, outcome in zip(pending, generator.generate_outcomes(requests)):
+        if not outcome.ok:
+            log(f"query for {doc['id']}: batch request failed ({outcome.error_class}: {outcome.error})")
+            out[doc["id"]] = None
+            continue
+        completion = outcome.completions[0]
+        out[doc["id"]] = SynthesizedQuery(parse_synthesized(completion.text), completion.text, generator.model_id,
+                                          completion.prompt_tokens, completion.completion_tokens)
+    return out, generator.runner.stats.to_dict()
 
 
 if __name__ == "__main__":
