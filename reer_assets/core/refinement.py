@@ -71,6 +71,9 @@ class SearchItem:
     # start from this thinking instead of sampling one (a user's own plan, an official run's initial_response):
     # it is segmented and searched exactly as a sampled one, and the rollout's token floor does not apply
     initial_thinking: str | None = None
+    # the source's own thinking for this reference (``queries.published_thinking``): scored once beside z0,
+    # with the same prompt and objective, so the search can be compared with it; it never enters the search
+    published_thinking: str | None = None
 
 
 def derive_seed(seed: int, *parts: object) -> int:
@@ -119,6 +122,8 @@ class ReerSearch:
         best = self._score(item.query, [z0.join()], reference, trace)[0]
         best_thinking = z0.join()  # scored exactly as sampled; rewrites are recomposed
         trace.initial_score = best
+        if item.published_thinking:  # one more scorer call: their thinking under our scorer, beside z0
+            trace.published_score = self._score(item.query, [item.published_thinking], reference, trace)[0]
 
         if best < cfg.stop_thresh:
             trace.skipped_search = True

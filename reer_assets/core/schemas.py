@@ -54,10 +54,13 @@ TRAJECTORIES = Table("trajectories", {
     "final_thinking": S, "initial_closed": B, "num_steps": I32, "generator_model": S, "scorer_model": S,
     "prompt_set_version": S, "seed": I64, "prompt_tokens": I64, "completion_tokens": I64, "scored_tokens": I64,
     "generator_calls": I64, "scorer_calls": I64, "config_hash": S, "seconds": F64, "trace_json": S,
+    # the query's published thinking (Parquet only, like query and reference; lineage has it on queries) and
+    # its score under our scorer beside z0 and z* (sql/schema/012_published_score.sql)
+    "published_thinking": S, "published_score": F64,
 }, lineage=("id", "query_id", "document_id", "rollout", "status", "reject_reason", "initial_score", "final_score",
             "initial_thinking", "final_thinking", "num_steps", "generator_model", "scorer_model",
             "prompt_set_version", "seed", "prompt_tokens", "completion_tokens", "scored_tokens", "generator_calls",
-            "scorer_calls", "config_hash", "trace_json"))
+            "scorer_calls", "config_hash", "trace_json", "published_score"))
 
 SEARCH_STEPS = Table("search_steps", {
     "id": S, "trajectory_id": S, "step_index": I32, "segment": S, "choice": I32, "best_score": F64,

@@ -52,6 +52,9 @@ class SearchTrace:
     tokens: dict[str, int] = field(
         default_factory=lambda: {"prompt": 0, "completion": 0, "scored": 0, "generator_calls": 0, "scorer_calls": 0}
     )
+    # the score of the source's own published thinking under the same scorer, prompt and objective as z0
+    # (None when the item had none, or was rejected before z0 was scored); never part of the search
+    published_score: float | None = None
 
     def to_dict(self) -> dict[str, Any]:
         return asdict(self)

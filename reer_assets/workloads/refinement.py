@@ -63,12 +63,20 @@ def recover_shard(extras: Extras, error: BaseException) -> tuple[list[dict], int
     checkpoints = ItemCheckpoints(Path(extras["work"]) / "items")
     rows, recovered = [], 0
     for _, query_row, rollout, traj_id in item_jobs(extras):
-        if checkpoints.has(traj_id):
-            rows.append(checkpoints.load(traj_id))
+        saved = checkpoints.load(traj_id) if checkpoints.has(traj_id) else None
+        if saved is not None and current_checkpoint(saved, query_row):
+            rows.append(saved)
             recovered += 1
         else:
             rows.append(failed_row(query_row, traj_id, rollout, error, extras["config_hash"]))
     return rows, recovered
+
+
+def current_checkpoint(saved: dict, query_row: dict) -> bool:
+    """Whether an item's checkpoint can stand for it: one saved before published thinkings were scored
+    (no ``published_score`` key) cannot, for an item that has one; that item is searched again (with seeded
+    backends, the same search), now with its published score."""
+    return "published_score" in saved or not query_row.get("published_thinking")
 
 
 def trajectory_row(query_row: dict, traj_id: str, trace: SearchTrace, config_hash: str, seconds: float) -> dict:
@@ -85,6 +93,8 @@ def trajectory_row(query_row: dict, traj_id: str, trace: SearchTrace, config_has
         "scored_tokens": trace.tokens["scored"], "generator_calls": trace.tokens["generator_calls"],
         "scorer_calls": trace.tokens["scorer_calls"], "config_hash": config_hash, "seconds": round(seconds, 3),
         "trace_json": trace.to_json(),
+        # the source's own thinking (the query's, NULL without one) and its score beside z0 and z*
+        "published_thinking": query_row.get("published_thinking"), "published_score": trace.published_score,
     }
 
 
@@ -93,7 +103,8 @@ def failed_row(query_row: dict, traj_id: str, rollout: int, error: BaseException
     row.update({"id": traj_id, "query_id": query_row["id"], "document_id": query_row["document_id"],
                 "domain": query_row["domain"], "rollout": rollout, "status": "failed",
                 "reject_reason": f"{error_class_of(error)}: {str(error)[:300]}", "query": query_row["query"],
-                "reference": query_row["reference"], "config_hash": config_hash})
+                "reference": query_row["reference"], "config_hash": config_hash,
+                "published_thinking": query_row.get("published_thinking")})
     return row
 
 
@@ -179,8 +190,9 @@ def run(extras: Extras, log: Log) -> dict:
     started = time.perf_counter()
     todo = []
     for k, query_row, rollout, traj_id in jobs:
-        if checkpoints.has(traj_id):
-            results[k] = checkpoints.load(traj_id)
+        saved = checkpoints.load(traj_id) if checkpoints.has(traj_id) else None
+        if saved is not None and current_checkpoint(saved, query_row):
+            results[k] = saved
             counts["reused"] += 1
         else:
             todo.append((k, query_row, rollout, traj_id))
@@ -203,7 +215,8 @@ def run(extras: Extras, log: Log) -> dict:
         try:
             if searcher is None:
                 raise start_error
-            trace = searcher.run(SearchItem(query_row["id"], query_row["query"], query_row["reference"]), rollout, traj_id)
+            trace = searcher.run(SearchItem(query_row["id"], query_row["query"], query_row["reference"],
+                                            published_thinking=query_row.get("published_thinking")), rollout, traj_id)
         except Exception as exc:  # recorded as failed, retried by the next run
             row = failed_row(query_row, traj_id, rollout, exc, extras["config_hash"])
             with lock:

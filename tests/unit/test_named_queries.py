@@ -39,6 +39,7 @@ def test_query_runs_on_an_empty_lineage_db(path: Path):
 # q-a1 (t-a1, t-a2 skipped, t-a3). beta: document d-b1; queries q-b1 (accepted) and q-b2 (rejected);
 # t-b1 (ok) and t-b2 (rejected). Dataset ds-1 holds r-a1, r-a2, r-a3, r-b1 and r-b9, whose query q-gone
 # is not in lineage (a broken chain); ds-0 holds r-a1 and r-orphan, a member with no dataset row.
+# q-a1's source published its own thinking: t-a1 and t-a2 scored it, t-a3 did not (as an import leaves it).
 # Scores are multiples of 1/8 so every difference is exact in binary.
 
 def _cand(text: str | None, tokens: int, score: float | None = None) -> Candidate:
@@ -47,12 +48,13 @@ def _cand(text: str | None, tokens: int, score: float | None = None) -> Candidat
 
 
 def _trace(rollout: int, status: str, segments: int, initial: float | None, final: float | None,
-           steps: list[Step], stopped: str, generator: str, scorer: str, reject: str | None = None) -> SearchTrace:
+           steps: list[Step], stopped: str, generator: str, scorer: str, reject: str | None = None,
+           published: float | None = None) -> SearchTrace:
     trace = SearchTrace(item_id="item", rollout=rollout, language="en", seed=7, generator_model=generator,
                         scorer_model=scorer, prompt_set_version="v-test", config={}, status=status,
                         reject_reason=reject, initial_score=initial, final_score=final, steps=steps,
                         initial_segments=[f"segment {k}. " for k in range(segments)], stopped_reason=stopped,
-                        skipped_search=stopped == "initial_below_threshold")
+                        skipped_search=stopped == "initial_below_threshold", published_score=published)
     return trace
 
 
@@ -63,8 +65,9 @@ SEARCHES = {  # trajectory id -> (query id, trace)
         Step(1, "s1", [_cand("e1a", 30, 0.9), _cand("e1b", 40, 0.8)], choice=None, best_score=0.75),
         Step(2, "s2", [_cand("e2", 50, 0.375), _cand(None, 5)], choice=0, best_score=0.375),
         Step(3, "s3", [_cand("e3a", 25, 0.25), _cand("e3b", 15, 0.5)], choice=0, best_score=0.25),
-    ], "max_step", "gen-a", "sc-a")),
-    "t-a2": ("q-a1", _trace(1, "ok", 3, 0.125, 0.125, [], "initial_below_threshold", "gen-a", "sc-a")),
+    ], "max_step", "gen-a", "sc-a", published=0.5)),
+    "t-a2": ("q-a1", _trace(1, "ok", 3, 0.125, 0.125, [], "initial_below_threshold", "gen-a", "sc-a",
+                            published=0.0625)),
     # 3 segments, max_step 2: positions floor(0) = 0, floor(5/3) = 1
     "t-a3": ("q-a1", _trace(2, "ok", 3, 1.5, 0.75, [
         Step(0, "s0", [_cand("f0", 12, 1.25)], choice=0, best_score=1.25),
@@ -90,7 +93,8 @@ DOCUMENT_ROWS = [
 ]
 QUERY_ROWS = [
     {"id": "q-a1", "document_id": "d-a1", "domain": "alpha", "query": "Write about alpha.", "reference": "ref a",
-     "synthesized": True, "model": "synth-m", "status": "accepted", "reject_reasons": []},
+     "synthesized": True, "model": "synth-m", "status": "accepted", "reject_reasons": [],
+     "published_thinking": "Their plan for alpha."},
     {"id": "q-b1", "document_id": "d-b1", "domain": "beta", "query": "Given beta request.", "reference": "ref b",
      "synthesized": False, "model": None, "status": "accepted", "reject_reasons": []},
     {"id": "q-b2", "document_id": "d-b1", "domain": "beta", "query": None, "reference": "ref b",
@@ -169,6 +173,13 @@ EXPECTED: dict[str, list[tuple[list, list[tuple]]]] = {
                     ("gen-b", "sc-b", None, "mit", "beta", 2, ["run-curate"], ["run-search-b"])]),  # r-b1, r-b9
         (["ds-0"], [("gen-a", "sc-a", "synth-m", "cc-by-4.0", "alpha", 1, ["run-curate"], ["run-search-a"])]),
     ],
+    "published_vs_search.sql": [([], [
+        # domain, query, trajectory, rollout, z0, z*, published score, search beat it, published − z*
+        ("alpha", "q-a1", "t-a1", 0, 1.0, 0.25, 0.5, True, 0.25),
+        ("alpha", "q-a1", "t-a2", 1, 0.125, 0.125, 0.0625, False, -0.0625),  # z* above their score: not beaten
+        ("alpha", "q-a1", "t-a3", 2, 1.5, 0.75, None, None, None),  # no published score (an import's row)
+        # q-b1 has no published thinking: t-b1 is not listed
+    ])],
     "incomplete_provenance.sql": [
         (["ds-1"], [("r-b9",)]),  # query missing
         (["ds-0"], [("r-orphan",)]),  # dataset row missing

@@ -117,6 +117,11 @@ def test_the_official_inputs_published_thinking_is_kept_beside_the_reference(bat
     assert documents["12"]["published_thinking"] == "已有的思考"
     assert queries[documents["12"]["id"]]["published_thinking"] == "已有的思考"
     assert documents["15"]["published_thinking"] is None
+    # the trajectories carry it (for the published ablation variant), but no score: the official files do not
+    # score old_solution, so published_score stays NULL
+    rows = [r for r in batch.trajectories if r["document_id"] == documents["12"]["id"]]
+    assert rows and all(r["published_thinking"] == "已有的思考" and r["published_score"] is None for r in rows)
+    assert all(r["published_score"] is None for r in batch.trajectories)
 
 
 def test_a_rollout_missing_a_field_is_a_rejected_trajectory(batch):

@@ -220,7 +220,7 @@ def combine_shards(runs: list[ShardRun], paths: dict[str, Path], base: dict[str,
 
 
 @dg.asset(
-    code_version="1",
+    code_version="2",  # 2: an item's published thinking is scored beside z0 (published_score)
     partitions_def=domain_partitions,
     deps=["synthesized_queries"],
     group_name="refinement",
@@ -245,8 +245,9 @@ def refined_trajectories(
     checkpointed, so an interrupted run resumes without redoing it, whatever the shard count.
     Partitioned by domain; Parquet under ``reer/assets/refined_trajectories/<domain>/``; lineage
     tables ``trajectories``, ``search_steps``, ``candidates``. Metadata: status counts, mean initial
-    and final score, a plot of both distributions, the score gain per segment position (table and
-    plot), format rates and token counts.
+    and final score (and, where the source published its own thinking, that thinking's mean score under
+    the same scorer and how often the search beat it), a plot of both distributions, the score gain per
+    segment position (table and plot), format rates and token counts.
     """
     if config.official_outputs:  # an official run's files instead of a search; no model is called
         from reer_assets.defs.refinement.official import import_partition
@@ -304,6 +305,7 @@ def refined_trajectories(
     status_counts = dict(frame.group_by("status").len().iter_rows())
     ok = frame.filter(pl.col("status") == "ok")
     improved = int((ok["final_score"] < ok["initial_score"]).sum()) if ok.height else 0
+    published = ok.filter(pl.col("published_score").is_not_null())
     context.log.info(f"[{domain}] {frame.height} trajectories {status_counts}, profile {profile_name(config.profile)}, "
                      f"mean score {mean(ok, 'initial_score')} -> {mean(ok, 'final_score')}")
     return run.result(frame.height, {
@@ -312,6 +314,16 @@ def refined_trajectories(
         "mean_initial_score": mean(ok, "initial_score"),
         "mean_final_score": mean(ok, "final_score"),
         "improved_items": improved,
+        # their thinking beside ours: the items whose source published a thinking, scored like z0
+        "published_scored": published.height,
+        "mean_published_score": mean(published, "published_score"),
+        "search_beat_published": int((published["final_score"] < published["published_score"]).sum()),
+        # the three means over the same items (those with a published score)
+        "published_beside_ours": md_table(
+            ["items", "mean initial score (z0)", "mean final score (z*)", "mean published score"],
+            [[published.height, mean(published, "initial_score"), mean(published, "final_score"),
+              mean(published, "published_score")]]) if published.height
+        else dg.MetadataValue.md("_no published thinking_"),
         "search_steps": steps.height,
         "accepted_edits": int(steps["choice"].is_not_null().sum()) if steps.height else 0,
         "candidates": candidates.height,
