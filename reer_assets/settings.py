@@ -18,7 +18,7 @@ workloads, the ``reer`` CLI and ``make demo``, which set up the processes they s
 | ``REER_CACHE_DIR`` | the per-user cache of embedded model builds | ``~/.cache/reer-assets`` |
 | ``REER_<ROLE>_*`` | the model backend of a role (generator, scorer, judge): ``backends/config.py`` | embedded |
 | ``REER_WORKLOAD_RUNNER`` | where model work runs: ``subprocess`` (Dagster Pipes), ``ray`` (a Ray job per run), ``k8s`` (a pod), ``slurm`` (an sbatch job), ``in_process`` (tests) | ``subprocess`` |
-| ``REER_RAY_*``, ``REER_K8S_*``, ``REER_SLURM_*`` | that runner's settings (``ADDRESS``, ``IMAGE``, ``PARTITION``...): ``defs/resources.py``, docs/scale.md | none |
+| ``REER_RAY_*``, ``REER_K8S_*``, ``REER_SLURM_*`` | that runner's settings (``ADDRESS``, ``IMAGE``, ``PARTITION``...): ``runtime/runners/``, docs/scale.md | none |
 """
 
 from __future__ import annotations
@@ -184,7 +184,7 @@ def runner_variables(kind: str, environ: Mapping[str, str] | None = None) -> dic
 
 # what a workload started on another machine needs from this process's environment (a local
 # subprocess inherits all of it): the engine's settings, and the offline/threading switches of the
-# model libraries. The runners' own settings stay here; so do secrets (see defs/resources.py).
+# model libraries. The runners' own settings stay here; so do secrets (see runtime/runners/common.py).
 FORWARDED_PREFIXES = ("REER_", "HF_", "TRANSFORMERS_", "TOKENIZERS_", "VLLM_")
 RUNNER_PREFIXES = ("REER_WORKLOAD_RUNNER", "REER_RAY_", "REER_K8S_", "REER_SLURM_")
 SECRET_SUFFIXES = ("_TOKEN", "_KEY", "_SECRET", "_PASSWORD")  # HF_TOKEN and the like are never forwarded

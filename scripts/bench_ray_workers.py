@@ -48,7 +48,8 @@ def run_config(workers: int, cpus: float, pieces: list[dict], address: str, prof
     os.environ.update({"DAGSTER_HOME": str(home), "REER_PROFILE": profile, "REER_DOMAINS_FILE": str(domains)})
     os.environ.pop("REER_LINEAGE_DB", None)
     from reer_assets.definitions import defs
-    from reer_assets.defs.resources import LineageResource, ModelBackendResource, RayRunnerSettings, WorkloadRunner
+    from reer_assets.defs.resources import LineageResource, ModelBackendResource, WorkloadRunner
+    from reer_assets.runtime.runners.ray import RayRunnerSettings
     from reer_assets.lib import duckdb_store
 
     runner = WorkloadRunner(mode="ray", ray=RayRunnerSettings(address=address, num_cpus=cpus, poll_interval_s=0.5))

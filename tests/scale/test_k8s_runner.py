@@ -1,4 +1,4 @@
-"""REER_WORKLOAD_RUNNER=k8s through ``WorkloadRunner._run_k8s`` and dagster-k8s's ``PipesK8sClient``, against
+"""REER_WORKLOAD_RUNNER=k8s through ``WorkloadRunner._run_k8s`` (``runtime/runners/k8s.py``) and dagster-k8s's ``PipesK8sClient``, against
 ``tests/support/fake_k8s_api.py``: a loopback server that answers the Kubernetes API calls the client makes
 (create a pod, list it by name for its status, follow its log, delete it) and runs each pod's container
 command as a local process. No API server can run on this machine, so the API is a stand-in; everything
@@ -35,7 +35,8 @@ import polars as pl
 import pytest
 from dagster_pipes import decode_param
 
-from reer_assets.defs.resources import K8sRunnerSettings, WorkloadRunner
+from reer_assets.runtime.runner import WorkloadRunner
+from reer_assets.runtime.runners.k8s import K8sRunnerSettings
 from reer_assets.workloads.refinement import shard_of
 from tests.reliability.conftest import tiny_pieces
 from tests.scale.conftest import Project, refined_metadata

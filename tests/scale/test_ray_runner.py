@@ -25,7 +25,8 @@ from pathlib import Path
 import polars as pl
 import pytest
 
-from reer_assets.defs.resources import RayRunnerSettings, WorkloadRunner
+from reer_assets.runtime.runner import WorkloadRunner
+from reer_assets.runtime.runners.ray import RayRunnerSettings
 from reer_assets.workloads.refinement import shard_of
 from tests.reliability.conftest import tiny_pieces
 from tests.scale.conftest import Project, pipes_extras, refined_metadata, workload_processes

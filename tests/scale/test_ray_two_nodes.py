@@ -41,7 +41,8 @@ from pathlib import Path
 import polars as pl
 import pytest
 
-from reer_assets.defs.resources import RayRunnerSettings, WorkloadRunner
+from reer_assets.runtime.runner import WorkloadRunner
+from reer_assets.runtime.runners.ray import RayRunnerSettings
 from reer_assets.workloads.refinement import shard_of
 from tests.reliability.conftest import tiny_pieces
 from tests.scale.conftest import (Project, RayHead, RayWorker, _tree, pipes_extras, refined_metadata,

@@ -11,7 +11,8 @@ import sys
 import pytest
 
 from reer_assets import settings
-from reer_assets.defs.resources import WorkloadRunner, split_secrets
+from reer_assets.runtime.runner import WorkloadRunner
+from reer_assets.runtime.runners.common import split_secrets
 from reer_assets.workloads.refinement import shard_of
 
 STAGE_ENV = {"REER_GENERATOR_BACKEND": "openai", "REER_GENERATOR_BASE_URL": "http://gen:8001/v1",

@@ -15,7 +15,8 @@ from __future__ import annotations
 import polars as pl
 import pytest
 
-from reer_assets.defs.resources import WorkloadRunError, WorkloadRunner
+from reer_assets.runtime.runner import WorkloadRunner
+from reer_assets.runtime.runners.common import WorkloadRunError
 from reer_assets.workloads.refinement import shard_of
 from tests.reliability.conftest import tiny_pieces
 from tests.scale.conftest import Project, refined_metadata as _meta

@@ -32,8 +32,9 @@ from pathlib import Path
 import polars as pl
 import pytest
 
-from reer_assets.defs.resources import (SLURM_NO_LIMIT_POLL_S, SLURM_POLL_MARGIN_S, SlurmRunnerSettings,
-                                        WorkloadRunner, slurm_time_limit_s)
+from reer_assets.runtime.runner import WorkloadRunner
+from reer_assets.runtime.runners.slurm import (SLURM_NO_LIMIT_POLL_S, SLURM_POLL_MARGIN_S, SlurmRunnerSettings,
+                                               slurm_time_limit_s)
 from reer_assets.lib import duckdb_store
 from reer_assets.workloads.refinement import shard_of
 from tests.reliability.conftest import tiny_pieces
