@@ -11,7 +11,11 @@ The variants are built from the same accepted items and share their item ids and
 * ``no_reflection``: z* with the reflection cues removed by :func:`strip_reflection`;
 * ``shuffled``: a control with a known, harmful effect: each item gets z* of *another* item of the same
   domain (a seeded derangement, :func:`shuffled_thinking`), so the thinking mismatches its answer. An
-  experiment that cannot tell it from ``searched`` cannot judge the search either.
+  experiment that cannot tell it from ``searched`` cannot judge the search either;
+* ``published``: the source's own published thinking of the item (``queries.published_thinking``: a
+  DeepWriting or ``reer`` solution's ``<think>…</think>``), their thinking beside ours. Only items that have
+  one get a row, so it may cover fewer items than the others (:data:`PARTIAL_VARIANTS`); a domain where no
+  item has one has no ``published`` rows at all.
 
 The report adds one more row that is not a dataset: ``base``, the base model without fine-tuning,
 evaluated the same way (the floor).
@@ -38,7 +42,10 @@ from reer_assets.core.markdown import markdown_table
 from reer_assets.core.refinement import derive_seed, recompose
 from reer_assets.core.trace import SearchTrace
 
-VARIANTS = ("searched", "initial", "no_thinking", "random_edits", "no_reflection", "shuffled")
+VARIANTS = ("searched", "initial", "no_thinking", "random_edits", "no_reflection", "shuffled", "published")
+# variants that may hold a subset of the items (the pairing check asks only that their items and answers are
+# among the others'): ``published`` has a row only where the source published a thinking
+PARTIAL_VARIANTS = ("published",)
 
 # A reflection cue where it opens a sentence (start of text, after . ! ? or a line break), with its
 # punctuation and a following "maybe"; the first letter after it is capitalised.
@@ -98,6 +105,8 @@ def variant_thinking(variant: str, trace: SearchTrace, seed: int) -> str:
         return strip_reflection(trace.final_thinking)
     if variant == "shuffled":
         raise ValueError("shuffled takes another item's thinking: build it with variant_rows or shuffled_thinking")
+    if variant == "published":
+        raise ValueError("published is the item's own published thinking, not in its trace: build it with variant_rows")
     raise ValueError(f"unknown variant {variant!r}; known: {', '.join(VARIANTS)}")
 
 
@@ -222,10 +231,12 @@ def variant_rows(items: Sequence[Mapping[str, Any]], variants: Sequence[str], se
     """One row per accepted item and variant, in the one inference format (``messages``).
 
     ``items`` are accepted dataset rows (``id``, ``domain``, ``trajectory_id``, ``query``, ``thinking`` = z*,
-    ``reference``) each with its ``trace`` (:class:`SearchTrace`). Every variant keeps the item's id, query
-    and answer; only the thinking differs. ``edits`` counts the accepted edits the thinking carries
-    (``edited_segments`` their segment positions): the search's for ``searched`` and ``no_reflection``,
-    the same number drawn at random for ``random_edits``, none for ``initial`` and ``no_thinking``.
+    ``reference``, and ``published_thinking`` where the source had one) each with its ``trace``
+    (:class:`SearchTrace`). Every variant keeps the item's id, query and answer; only the thinking differs.
+    ``published`` gets a row only for an item with a published thinking (that text, as stored). ``edits``
+    counts the accepted edits the thinking carries (``edited_segments`` their segment positions): the
+    search's for ``searched`` and ``no_reflection``, the same number drawn at random for ``random_edits``,
+    none for ``initial``, ``no_thinking`` and ``published``.
     """
     unknown = [v for v in variants if v not in VARIANTS]
     if unknown:
@@ -240,6 +251,10 @@ def variant_rows(items: Sequence[Mapping[str, Any]], variants: Sequence[str], se
                 if str(item["id"]) not in donors:
                     continue  # a domain of one item: no other thinking to take
                 thinking, edited = donors[str(item["id"])], []
+            elif variant == "published":
+                if not item.get("published_thinking"):
+                    continue  # the source published no thinking for this item
+                thinking, edited = item["published_thinking"], []
             elif variant == "searched":
                 thinking, edited = item["thinking"], searched_steps
             elif variant == "no_reflection":
@@ -260,20 +275,23 @@ def variant_rows(items: Sequence[Mapping[str, Any]], variants: Sequence[str], se
 
 
 def variant_problems(rows: Sequence[Mapping[str, Any]]) -> list[str]:
-    """What breaks the pairing of the variants (empty when every variant has the same items and answers)."""
+    """What breaks the pairing of the variants (empty when every variant has the same items and answers; a
+    variant of :data:`PARTIAL_VARIANTS` may have fewer items, but only items of the others, same answers)."""
     by_variant: dict[str, dict[str, str]] = defaultdict(dict)
     for row in rows:
         by_variant[row["variant"]][row["item_id"]] = row["answer"]
     if not by_variant:
         return []
     problems = []
-    names = sorted(by_variant)
+    names = sorted(by_variant, key=lambda v: (v in PARTIAL_VARIANTS, v))  # compare with a full variant
     first = by_variant[names[0]]
     for name in names[1:]:
         other = by_variant[name]
-        if set(other) != set(first):
-            problems.append(f"{name} has items {sorted(set(other) ^ set(first))[:3]} that {names[0]} lacks or has")
-        elif any(other[k] != first[k] for k in first):
+        partial = name in PARTIAL_VARIANTS and names[0] not in PARTIAL_VARIANTS
+        unpaired = set(other) - set(first) if partial else set(other) ^ set(first)
+        if unpaired:
+            problems.append(f"{name} has items {sorted(unpaired)[:3]} that {names[0]} lacks or has")
+        elif any(other[k] != first[k] for k in other):
             problems.append(f"{name} has a different answer than {names[0]} for some items")
     return problems
 

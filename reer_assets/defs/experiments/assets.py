@@ -37,6 +37,9 @@ class AblationDatasetConfig(ProfiledConfig):
     section = "experiment"
     variants: Optional[list[str]] = None  # default: searched, initial, no_thinking, random_edits
     no_reflection: Optional[bool] = None  # also build no_reflection (z* without reflection cues)
+    # also build published (the source's own thinking) for the items that have one; a domain where none has
+    # one simply has no published variant
+    published: bool = True
     seed: int = 0  # the random draw of random_edits
 
     def variant_list(self) -> list[str]:
@@ -44,6 +47,10 @@ class AblationDatasetConfig(ProfiledConfig):
         variants = list(resolved.get("variants") or ex.DEFAULT_VARIANTS)
         if resolved.get("no_reflection") and "no_reflection" not in variants:
             variants.append("no_reflection")
+        if self.published and "published" not in variants:
+            variants.append("published")
+        elif not self.published and "published" in variants:
+            variants.remove("published")
         unknown = [v for v in variants if v not in ex.VARIANTS]
         if unknown:
             raise dg.Failure(f"unknown variant(s) {', '.join(unknown)}; known: {', '.join(ex.VARIANTS)}")
@@ -51,11 +58,15 @@ class AblationDatasetConfig(ProfiledConfig):
 
 
 def accepted_items(domain: str) -> tuple[list[dict], int]:
-    """The accepted rows of a domain's filtered_dataset with their search traces; and how many had none."""
+    """The accepted rows of a domain's filtered_dataset with their search traces and their query's
+    ``published_thinking`` (carried onto refined_trajectories' rows from synthesized_queries, or from an
+    official run's ``old_solution``; NULL without one); and how many rows had no trace."""
     dataset = storage.read_output("filtered_dataset", "dataset", domain)
     accepted = dataset.filter(pl.col("status") == "accepted").sort("id")
-    traces = storage.read_output("refined_trajectories", "trajectories", domain).select(
-        pl.col("id").alias("trajectory_id"), "trace_json")
+    trajectories = storage.read_output("refined_trajectories", "trajectories", domain)
+    if "published_thinking" not in trajectories.columns:  # written before the column existed
+        trajectories = trajectories.with_columns(pl.lit(None, dtype=pl.String).alias("published_thinking"))
+    traces = trajectories.select(pl.col("id").alias("trajectory_id"), "trace_json", "published_thinking")
     joined = accepted.join(traces, on="trajectory_id", how="left")
     items = [{**row, "trace": SearchTrace.from_json(row["trace_json"])}
              for row in joined.iter_rows(named=True) if row["trace_json"]]
@@ -63,7 +74,7 @@ def accepted_items(domain: str) -> tuple[list[dict], int]:
 
 
 @dg.asset(
-    code_version="2",  # 2: the shuffled control
+    code_version="3",  # 2: the shuffled control; 3: published, the source's own thinking
     partitions_def=domain_partitions,
     deps=["filtered_dataset", "refined_trajectories"],
     group_name="experiments",
@@ -73,10 +84,11 @@ def ablation_datasets(context: dg.AssetExecutionContext, config: AblationDataset
     """The ablation variants of one domain's accepted items (filtered_dataset accepted rows and their
     search traces): ``searched`` (z*), ``initial`` (z0), ``no_thinking`` (an empty think block),
     ``random_edits`` (as many accepted edits per item as the search made, each a random generated
-    candidate of a random step) and, by config, ``no_reflection``. Every variant has the same item ids,
-    requests and answers, in the one inference format (``messages``). A blocking check inside the asset
-    fails the partition when the pairing breaks. Partitioned by domain; Parquet
-    ``reer/assets/ablation_datasets/<domain>/rows.parquet``.
+    candidate of a random step), ``shuffled``, ``published`` (the source's own published thinking, only
+    for the items that have one; absent when none has) and, by config, ``no_reflection``. Every variant
+    has the same item ids (``published`` a subset of them), requests and answers, in the one inference
+    format (``messages``). A blocking check inside the asset fails the partition when the pairing breaks.
+    Partitioned by domain; Parquet ``reer/assets/ablation_datasets/<domain>/rows.parquet``.
     """
     domain = context.partition_key
     variants = config.variant_list()
@@ -84,10 +96,14 @@ def ablation_datasets(context: dg.AssetExecutionContext, config: AblationDataset
 
     def build(paths):
         items, without_trace = accepted_items(domain)
+        published = sum(1 for item in items if item.get("published_thinking"))
+        # no item with a published thinking: the variant is absent here (the report says so)
+        present = [v for v in variants if v != "published" or published]
         with prompt_sets.in_force(prompt_set):
-            rows = ABLATION_ROWS.frame(ex.variant_rows(items, variants, config.seed))
+            rows = ABLATION_ROWS.frame(ex.variant_rows(items, present, config.seed))
         storage.write_parquet(rows, paths["rows"])
-        return {"items": len(items), "without_trace": without_trace, "variants": variants, "seed": config.seed}
+        return {"items": len(items), "without_trace": without_trace, "variants": present, "seed": config.seed,
+                "published_items": published if "published" in variants else None}
 
     def pairing(run: StageRun) -> None:
         problems = ex.variant_problems(run.read("rows").select("variant", "item_id", "answer").to_dicts())
@@ -99,6 +115,7 @@ def ablation_datasets(context: dg.AssetExecutionContext, config: AblationDataset
                                                    prompt_set.identity),
                     build, check=pairing)
     frame = run.read("rows")
+    variants = run.summary.get("variants", variants)  # without published where no item has one
     stats = frame.group_by("variant").agg(pl.len().alias("rows"), pl.col("edits").mean().round(2).alias("mean_edits"),
                                           pl.col("thinking").str.len_chars().mean().round(0).alias("mean_thinking_chars"))
     order = {v: i for i, v in enumerate(variants)}
@@ -110,6 +127,7 @@ def ablation_datasets(context: dg.AssetExecutionContext, config: AblationDataset
         "variants": variants,
         "per_variant": md_table(stats.columns, stats.rows()),
         "without_trace": run.summary.get("without_trace", 0),
+        "published_items": run.summary.get("published_items"),
         "preview": preview(frame.sort("item_id", "variant"), ["item_id", "variant", "edits", "thinking"], rows=6),
     })
 
@@ -336,8 +354,27 @@ def _budget(trainings: dict[str, dict], checkpoints: pl.DataFrame) -> dict:
             "global_batch": first.get("global_batch"), "per_variant": per_variant}
 
 
+def published_notes(datasets: dict[str, dict]) -> list[str]:
+    """What the report says about ``published`` per domain (from ablation_datasets' summaries): absent where no
+    item had a published thinking, and how many items it covers where only some had one."""
+    absent, notes = [], []
+    for domain, summary in datasets.items():
+        count, items = summary.get("published_items"), summary.get("items") or 0
+        if count is None:
+            continue  # not requested
+        if not count:
+            absent.append(domain)
+        elif count < items:
+            notes.append(f"`published` covers {count} of {items} items of {domain} (those whose source published a "
+                         "thinking); its checkpoints trained on those items only")
+    if absent:
+        notes.insert(0, f"`published` is absent for {', '.join(absent)}: no accepted item there has a published "
+                        "thinking (the source gave none)")
+    return notes
+
+
 @dg.asset(
-    code_version="2",  # 2: MDE per difference, the power headline, the base floor and shuffled control
+    code_version="3",  # 2: MDE per difference, the power headline, the base floor and shuffled control; 3: published
     deps=[dg.AssetDep("ablation_results", partition_mapping=dg.AllPartitionMapping())],
     group_name="experiments",
     pool="duckdb",
@@ -346,8 +383,9 @@ def _budget(trainings: dict[str, dict], checkpoints: pl.DataFrame) -> dict:
 def experiment_report(context: dg.AssetExecutionContext, config: ReportConfig, lineage: LineageResource) -> dg.MaterializeResult:
     """The ablation report over every materialised domain of ``ablation_results``: per variant and domain
     (and ``all``) the mean of each metric with a 95% bootstrap interval over items (an item's seeds move
-    together), the paired differences searched − initial and searched − random_edits with their intervals
-    and one-line readings, the training budget spent, and what is missing (a variant without rows is
+    together), the paired differences (searched − initial, − random_edits, − published, − shuffled, − base,
+    every variant − no_thinking) with their intervals, MDEs and one-line readings, over the held-out prompts
+    both variants of a pair answered, the training budget spent, and what is missing (a variant without rows is
     named, never a crash). Markdown (``report.md``) and a PNG plot (``plot.png``), both in the metadata.
     Unpartitioned; lineage tables ``experiments`` and ``experiment_results`` (``reer experiment report``).
     """
@@ -369,6 +407,7 @@ def experiment_report(context: dg.AssetExecutionContext, config: ReportConfig, l
                               ("variants", {d: s.get("variants") for d, s in summaries["ablation_datasets"].items()})):
         if len({json.dumps(v, sort_keys=True) for v in per_domain.values()}) > 1:
             notes.append(f"the domains differ in their {label} (config_json has each domain's)")
+    notes += published_notes(summaries["ablation_datasets"])
     seeds = sorted({int(s) for s in checkpoints["seed"].to_list()}) if checkpoints.height else []
     base_models = sorted(set(checkpoints["base_model"].drop_nulls().to_list())) if checkpoints.height else []
     experiment = {
@@ -378,7 +417,8 @@ def experiment_report(context: dg.AssetExecutionContext, config: ReportConfig, l
         "models_json": json.dumps({d: {f"{r['variant']}/seed{r['seed']}": r["id"]
                                        for r in checkpoints.filter(pl.col("domain") == d).iter_rows(named=True)}
                                    for d in domains}),
-        "config_json": json.dumps({"datasets": {d: {k: s.get(k) for k in ("variants", "seed", "items")}
+        "config_json": json.dumps({"datasets": {d: {k: s.get(k) for k in ("variants", "seed", "items",
+                                                                          "published_items")}
                                                 for d, s in summaries["ablation_datasets"].items()},
                                    "training": trainings, "evaluation": next(iter(evaluations.values()), {}),
                                    "evaluation_per_domain": evaluations, "report": config.model_dump(),
