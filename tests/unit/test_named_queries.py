@@ -14,7 +14,7 @@ from reer_assets.core.trace import Candidate, SearchTrace, Step
 from reer_assets.lib.duckdb_store import apply_schema, write_many
 from reer_assets.lib.lineage import stamp
 from reer_assets.settings import SQL_DIR
-from reer_assets.workloads.refinement import explode, trajectory_row
+from reer_assets.core.trajectories import explode, trajectory_row
 
 QUERIES_DIR = SQL_DIR / "queries"
 QUERY_FILES = sorted(QUERIES_DIR.rglob("*.sql"))

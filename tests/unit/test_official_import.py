@@ -263,7 +263,7 @@ def test_our_own_search_exports_and_imports_back(embedded_generator, embedded_sc
     """A real search of the engine, written in the official layout and read back: the same scores,
     thinkings, choices and scored candidates."""
     from reer_assets.core.refinement import ReerSearch, SearchConfig, SearchItem
-    from reer_assets.workloads.refinement import trajectory_row
+    from reer_assets.core.trajectories import trajectory_row
 
     config = SearchConfig(ban_foreign_tags=True, min_rollout_tokens=48, min_segment_chars=40, max_step=2,
                           max_tokens=160, edit_max_tokens=96, stop_thresh=0.0)

@@ -128,7 +128,7 @@ class RecordingScorer:
 
 
 def test_search_sends_the_official_layout_text_and_records_the_identity():
-    from reer_assets.workloads.refinement import trajectory_row
+    from reer_assets.core.trajectories import trajectory_row
 
     templates, default_sys = official_literals(FIXTURE)
     catalogue = prompt_sets.load(OFFICIAL)

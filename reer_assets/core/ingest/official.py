@@ -27,6 +27,7 @@ from reer_assets.core.ingest.readers.reer import split_solution
 from reer_assets.core.language import EN, ZH, prompt_language
 from reer_assets.core.schemas import CANDIDATES, DOCUMENTS, QUERIES, SEARCH_STEPS, TRAJECTORIES
 from reer_assets.core.trace import Candidate, SearchTrace, Step
+from reer_assets.core.trajectories import explode, trajectory_row
 
 SOURCE = "reer-official"  # provenance marker: trace config ``imported``, documents.reader, prompt_set_version
 CONFIG_HASH = config_hash({"imported": SOURCE})
@@ -85,8 +86,6 @@ class ImportBatch:
 
     def frames(self) -> dict[str, Any]:
         """documents, queries, trajectories, search_steps, candidates as Polars frames (our schemas)."""
-        from reer_assets.workloads.refinement import explode
-
         steps, candidates = explode(self.trajectories)
         return {"documents": DOCUMENTS.frame(self.documents), "queries": QUERIES.frame(self.queries),
                 "trajectories": TRAJECTORIES.frame(self.trajectories), "search_steps": steps, "candidates": candidates}
@@ -305,8 +304,6 @@ def rejected_trace(item: dict, rollout: int, provenance: dict, reason: str, quer
 
 def read_file(path: Path, domain: str) -> tuple[FileRecord, dict | None, dict | None, list[dict]]:
     """One official file: its record, and when imported its document row, query row and trajectory rows."""
-    from reer_assets.workloads.refinement import trajectory_row
-
     record = FileRecord(file=str(path), status="rejected", rank=rank_of(path.name))
     if (guess := _NAME_UID.search(path.name)) is not None:
         record.uid = guess["uid"]  # replaced by the document's own uid once it is read
