@@ -32,6 +32,8 @@ class BenchmarkConfig(ProfiledConfig):
     backend: Optional[str] = None
     max_in_flight: Optional[int] = None
     servers: Optional[dict[str, str]] = None
+    # True/False overrides REER_JUDGE_BATCH for this run: each round of judgments as one batch (docs/scale.md)
+    judge_batch: Optional[bool] = None
 
     def answering(self, generator: ModelBackendResource) -> tuple[dict, dict]:
         return answering_backend(generator, self.backend, self.max_in_flight), dict(self.servers or {})
@@ -97,7 +99,8 @@ def benchmark_scores(
     """
     base, tuned = pointer("base_model"), pointer("finetuned_checkpoint")
     answering, servers = config.answering(generator)
-    settings = {k: v for k, v in config.resolved().items() if k not in ("backend", "max_in_flight", "servers")}
+    settings = {k: v for k, v in config.resolved().items() if k not in ("backend", "max_in_flight", "servers",
+                                                                         "judge_batch")}
     models = [
         {"label": "base", "path": base["path"], "model_id": base["model_id"], "checkpoint_id": None},
         {"label": "finetuned", "path": tuned["path"], "model_id": tuned["checkpoint_id"], "checkpoint_id": tuned["checkpoint_id"]},
@@ -113,7 +116,9 @@ def benchmark_scores(
             "work": str(storage.work_dir("benchmark_scores", None,
                                          config_hash([models, benchmarks, settings, prompt_set.identity]))),
             "answering": answering, "servers": servers, **prompt_sets.extras(prompt_set),
-        }, env={**generator.workload_env(), **judge.workload_env()})
+        }, env={**generator.workload_env(), **judge.workload_env(),
+                **({"REER_JUDGE_BATCH": str(config.judge_batch)} if judge.configured and config.judge_batch is not None
+                   else {})})
 
     # hf answers are the same however they are served; another backend samples differently: recompute
     answered_by = None if answering["backend"] in ("embedded", "hf") else (answering["backend"], sorted(servers.items()))

@@ -25,6 +25,9 @@ class SynthesisConfig(ProfiledConfig):
     seed: int = 0
     max_query_chars: int = 600
     max_copy_chars: int = 60
+    # True/False overrides REER_GENERATOR_BATCH for this run: the requests as one batch (docs/scale.md, "Batch mode");
+    # how the calls are made, not what they ask, so it is not part of the config hash
+    batch: Optional[bool] = None
 
 
 @dg.asset(
@@ -54,6 +57,7 @@ def synthesized_queries(
     """
     domain = context.partition_key
     settings = config.resolved()
+    batch = settings.pop("batch", None)
     qc = QueryQC(max_chars=settings.pop("max_query_chars"), max_copy_chars=settings.pop("max_copy_chars"))
     run_config = {**settings, "qc": qc.to_dict()}
     prompt_set = prompt_sets.from_settings()  # REER_PROMPTS: its identity keys the hash, its text goes to the workload
@@ -67,7 +71,7 @@ def synthesized_queries(
             "config": run_config,
             "config_hash": cfg_hash,
             **prompt_sets.extras(prompt_set),
-        }, env=generator.workload_env())
+        }, env={**generator.workload_env(), **({} if batch is None else {"REER_GENERATOR_BATCH": str(batch)})})
 
     run = run_stage(context, "synthesized_queries", (upstream("raw_documents", domain), cfg_hash), synthesize,
                     lineage=lineage, tables={"queries": "queries"})
