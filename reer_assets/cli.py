@@ -40,10 +40,11 @@ def cmd_model_build(args: argparse.Namespace) -> int:
 
 def cmd_model_check(args: argparse.Namespace) -> int:
     if args.scorer:
+        from reer_assets import data
         from reer_assets.backends.config import BackendSpec, load_scorer
-        from reer_assets.core.scorer_control import run_control
+        from reer_assets.core.scorer_control import bundled_items, run_control
 
-        report = run_control(load_scorer(BackendSpec.from_env("scorer")), limit=args.limit)
+        report = run_control(load_scorer(BackendSpec.from_env("scorer")), bundled_items(data.corpus()), limit=args.limit)
         _err(f"scorer positive control ({report['scorer_model']}): outline better on "
              f"{report['share_outline_better']:.0%} of {report['items']} items, mean gap {report['mean_gap']:+.3f}")
         print(json.dumps(report, indent=None if args.json else 2, ensure_ascii=False))
@@ -201,9 +202,14 @@ def _key_values(items: list[str]) -> dict:
 
 
 def cmd_ingest(args: argparse.Namespace) -> int:
-    from reer_assets.core.ingest.pipeline import ingest_path, ingest_summary, public_record
-
     from reer_assets import progress
+    from reer_assets.core.ingest.pipeline import ingest_path, ingest_summary, public_record
+    from reer_assets.lib.domains import load_domains
+
+    try:  # a domain of domains.yaml brings its languages and cleaning; any other name (adhoc) none
+        spec = load_domains().get(args.domain) or {}
+    except (OSError, ValueError):
+        spec = {}
 
     def printed(rows):
         with progress.bar(f"ingesting {args.path}") as advance:
@@ -213,7 +219,7 @@ def cmd_ingest(args: argparse.Namespace) -> int:
                 advance(1, f"ingesting {args.path}: {row.get('status', 'read')} {row.get('id', '')}"[:100])
                 yield row
 
-    summary = ingest_summary(printed(ingest_path(args.reader, args.path, args.domain, _key_values(args.option))))
+    summary = ingest_summary(printed(ingest_path(args.reader, args.path, args.domain, _key_values(args.option), spec)))
     if args.jsonl:
         _err(json.dumps(summary))
     else:

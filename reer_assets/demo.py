@@ -34,7 +34,7 @@ def main() -> int:
     warnings.filterwarnings("ignore", category=dg.BetaWarning)
     import polars as pl
 
-    from reer_assets.core.ingest.domains import domain_names
+    from reer_assets.lib.domains import domain_names
     from reer_assets.definitions import defs
     from reer_assets.lib import duckdb_store
     from reer_assets.lib.storage import dagster_home, lineage_db, read_output

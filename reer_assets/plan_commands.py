@@ -95,15 +95,16 @@ def domain_items(domains: Sequence[str] | None = None) -> tuple[list[str], list[
     """The accepted documents of each domain as ``raw_documents`` would read them (cleaning defaults and the
     domain's ``cleaning:``); no model is called."""
     from reer_assets.core.ids import config_hash
-    from reer_assets.core.ingest.domains import domain_names, domain_spec
     from reer_assets.core.ingest.pipeline import CleaningConfig, domain_cleaning, ingest_domain
+    from reer_assets.lib.domains import domain_names, domain_spec, source_places
 
     names = list(domains) if domains else domain_names()
     items = []
     for name in names:
         spec = domain_spec(name)
         cleaning, allowed = domain_cleaning(spec, CleaningConfig())
-        frame = ingest_domain(name, spec, cleaning, config_hash({**cleaning.to_dict(), "languages": allowed}))
+        frame = ingest_domain(name, spec, cleaning, config_hash({**cleaning.to_dict(), "languages": allowed}),
+                              source_places())
         for row in frame.filter(frame["status"] == "accepted").iter_rows(named=True):
             items.append(P.PlanItem(reference=row["text"], query=row.get("given_request") or None, domain=name))
     return names, items
@@ -201,7 +202,7 @@ def compare_runs(run_ids: Sequence[str], domains: Sequence[str] | None = None, p
     ids, queries, trajectories = lineage_rows(run_ids)
     if not queries and not trajectories:
         raise ValueError(f"no queries or trajectories in lineage for run(s) {', '.join(run_ids)}")
-    from reer_assets.core.ingest.domains import domain_names
+    from reer_assets.lib.domains import domain_names
 
     seen = sorted({r["partition"] for r in queries + trajectories if r.get("partition")})
     chosen = list(domains) if domains else [d for d in domain_names() if d in seen] or None

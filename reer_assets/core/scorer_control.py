@@ -214,11 +214,9 @@ class ControlRow:
     scored_tokens: int
 
 
-def bundled_items() -> list[ControlItem]:
-    """The bundled corpus pieces (both languages), with their requests."""
-    from reer_assets import data
-
-    return [ControlItem(p["id"], p["request"], p["text"]) for p in data.corpus()]
+def bundled_items(pieces: Iterable[dict]) -> list[ControlItem]:
+    """The bundled corpus pieces (both languages: ``reer_assets.data.corpus()``), with their requests."""
+    return [ControlItem(p["id"], p["request"], p["text"]) for p in pieces]
 
 
 def control_thinkings(items: Sequence[ControlItem]) -> list[tuple[str, str]]:
@@ -238,10 +236,11 @@ def control_thinkings(items: Sequence[ControlItem]) -> list[tuple[str, str]]:
     return out
 
 
-def run_control(scorer: Scorer, items: Sequence[ControlItem] | None = None, limit: int | None = None,
+def run_control(scorer: Scorer, items: Sequence[ControlItem], limit: int | None = None,
                 settings: ObjectiveSettings = ObjectiveSettings()) -> dict:
-    """Score each item's outline and unrelated thinking; the report as a JSON-ready dict."""
-    items = list(bundled_items() if items is None else items)
+    """Score each item's outline and unrelated thinking (``items``: :func:`bundled_items`); the report as a
+    JSON-ready dict."""
+    items = list(items)
     thinkings = control_thinkings(items)  # built on all items, so a limit does not change the pairs
     if limit is not None:
         items, thinkings = items[:limit], thinkings[:limit]

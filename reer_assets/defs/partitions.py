@@ -2,6 +2,6 @@
 
 import dagster as dg
 
-from reer_assets.core.ingest.domains import domain_names
+from reer_assets.lib.domains import domain_names
 
 domain_partitions = dg.StaticPartitionsDefinition(domain_names())

@@ -4,7 +4,7 @@ import json
 
 import dagster as dg
 
-from reer_assets.core.ingest.domains import domain_names
+from reer_assets.lib.domains import domain_names
 from reer_assets.defs.jobs import ingest_job
 from reer_assets.lib.storage import inbox_dir
 

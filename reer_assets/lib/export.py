@@ -244,7 +244,7 @@ def _counter(tokenizer_path: str | None) -> tuple[Callable[[str], int], str]:
 def export_official(out: Path, domains: list[str] | None = None) -> dict[str, Any]:
     """The ``refined_trajectories`` rows of ``domains`` (default: every domain that has them) as official
     REER output files, one per item; rows that are not ``ok`` have no official form and are only counted."""
-    from reer_assets.core.ingest.domains import domain_names
+    from reer_assets.lib.domains import domain_names
     from reer_assets.core.ingest.official import export_rows
     from reer_assets.lib import storage
 

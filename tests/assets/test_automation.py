@@ -65,7 +65,7 @@ def test_conditions_sit_on_the_per_domain_stages_only():
 
 def test_cron_refreshes_every_domain_and_eager_follows_upstream(tmp_path, monkeypatch):
     monkeypatch.setenv("DAGSTER_HOME", str(tmp_path))
-    from reer_assets.core.ingest.domains import domain_names
+    from reer_assets.lib.domains import domain_names
     from reer_assets.definitions import defs
 
     domains = sorted(domain_names())

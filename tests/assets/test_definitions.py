@@ -18,7 +18,7 @@ def test_dagster_definitions_validate(tmp_path):
 
 
 def test_graph_shape_partitions_pools_and_checks():
-    from reer_assets.core.ingest.domains import domain_names
+    from reer_assets.lib.domains import domain_names
     from reer_assets.definitions import defs
 
     graph = defs.resolve_asset_graph()

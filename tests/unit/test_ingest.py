@@ -20,6 +20,7 @@ from reer_assets.core.ingest.pipeline import (
 from reer_assets.core.protocols import Completion, Sampling
 from reer_assets.core.schemas import DOCUMENTS
 from reer_assets.core.synthesis import QueryQC, query_reasons, synthesize_query
+from reer_assets.lib.domains import source_places
 
 ROW_SCHEMA = DOCUMENTS.schema
 from reer_assets.core.ingest.readers.common import SourceRecord
@@ -91,11 +92,15 @@ def test_domain_spec_paths_resolve_against_the_domains_file(tmp_path, monkeypatc
     domains.write_text("domains: {x: {sources: [{reader: reer, path: data}]}}", encoding="utf-8")
     monkeypatch.setenv("REER_DOMAINS_FILE", str(domains))
     monkeypatch.setenv("DAGSTER_HOME", str(tmp_path))
-    sources = domain_sources("x", {"sources": [{"reader": "reer", "path": "data"}, {"reader": "pairs", "path": "s3://b/k"}]})
+    places = source_places()  # what the settings say: the domains file's folder, $DAGSTER_HOME/inbox, the corpus
+    assert places.domains_dir == tmp_path / "conf" and places.inbox_root == tmp_path / "inbox"
+    sources = domain_sources("x", {"sources": [{"reader": "reer", "path": "data"}, {"reader": "pairs", "path": "s3://b/k"}]},
+                             places)
     assert sources == [{"reader": "reer", "path": str(tmp_path / "conf" / "data")},
-                       {"reader": "pairs", "path": "s3://b/k"}, {"reader": "inbox"}]
+                       {"reader": "pairs", "path": "s3://b/k"}, {"reader": "inbox", "root": str(tmp_path / "inbox")}]
+    assert domain_sources("x", {}, places)[0] == {"reader": "bundled", "dir": str(places.bundled_dir)}
     with pytest.raises(ValueError, match="unknown reader 'nope'"):
-        domain_sources("x", {"sources": [{"reader": "nope"}]})
+        domain_sources("x", {"sources": [{"reader": "nope"}]}, places)
 
 
 def test_ingest_domain_with_cleaning_overrides(tmp_path, monkeypatch):
@@ -103,14 +108,14 @@ def test_ingest_domain_with_cleaning_overrides(tmp_path, monkeypatch):
     monkeypatch.setenv("DAGSTER_HOME", str(tmp_path))
     spec = {"languages": ["en"], "cleaning": {"min_units": 40},
             "sources": [{"reader": "book", "path": "book", "min_words": 50, "max_words": 100}]}
-    frame = ingest_domain("books", spec, CleaningConfig(), "cfg")
+    frame = ingest_domain("books", spec, CleaningConfig(), "cfg", source_places())
     assert frame.schema == ROW_SCHEMA
     assert ingest_summary(frame.iter_rows(named=True)) == {
         "rows": 11, "accepted": 7, "rejected": 4,
         "reasons": {"empty_file": 1, "too_short": 1, "invalid_encoding": 1, "missing_gutenberg_markers": 1}}
     assert frame.filter(frame["status"] == "rejected")["reject_reasons"].list.len().min() == 1
     with pytest.raises(ValueError, match="unknown cleaning setting"):
-        ingest_domain("books", {**spec, "cleaning": {"min_wrods": 3}}, CleaningConfig(), "cfg")
+        ingest_domain("books", {**spec, "cleaning": {"min_wrods": 3}}, CleaningConfig(), "cfg", source_places())
 
 
 def test_ingest_path_routes_cleaning_options_and_shapes_cli_records(tmp_path, monkeypatch):

@@ -6,6 +6,7 @@ import json
 
 import pytest
 
+from reer_assets import data
 from reer_assets.core.scorer_control import (
     ControlItem,
     bundled_items,
@@ -22,8 +23,8 @@ GAP_TARGET = 0.10
 
 
 def test_control_holds_on_the_bundled_items(embedded_scorer):
-    report = run_control(embedded_scorer)
-    assert report["items"] == len(bundled_items()) == 48
+    report = run_control(embedded_scorer, bundled_items(data.corpus()))
+    assert report["items"] == len(bundled_items(data.corpus())) == 48
     assert set(report["by_language"]) == {"en", "zh"}
     assert report["share_outline_better"] >= SHARE_TARGET, report
     assert report["mean_gap"] >= GAP_TARGET, report
@@ -55,7 +56,7 @@ def test_outline_rule_on_a_small_chinese_text():
 
 
 def test_unrelated_thinking_is_another_items_outline_of_similar_length():
-    items = bundled_items()
+    items = bundled_items(data.corpus())
     for item, (outline, unrelated) in zip(items, control_thinkings(items)):
         assert 0.95 * len(outline) <= len(unrelated) <= len(outline)
         names = outline_items(item.reference).names

@@ -248,15 +248,15 @@ def test_generic_parquet_is_read_in_batches(tmp_path):
     assert records[-1].source_uri.endswith("rows.parquet#row=9")
 
 
-def test_inbox_folder_per_domain(tmp_path, monkeypatch):
-    monkeypatch.setenv("DAGSTER_HOME", str(tmp_path))
-    assert list(inbox.read_inbox("essays", {})) == []  # no folder yet: an empty inbox, not an error
+def test_inbox_folder_per_domain(tmp_path):
+    root = {"root": str(tmp_path / "inbox")}  # the pipeline places it at $DAGSTER_HOME/inbox
+    assert list(inbox.read_inbox("essays", root)) == []  # no folder yet: an empty inbox, not an error
     folder = tmp_path / "inbox" / "essays"
     folder.mkdir(parents=True)
     shutil.copy(FIXTURES / "generic" / "window_garden.md", folder / "garden.md")
     (folder / "bad.txt").write_bytes(b"caf\xe9")
     (folder / "skip.pdf").write_bytes(b"%PDF")
-    records = by_place(inbox.read_inbox("essays", {}))
+    records = by_place(inbox.read_inbox("essays", root))
     assert set(records) == {"garden.md", "bad.txt", "skip.pdf"}
     assert records["skip.pdf"].read_error == "unsupported_extension:.pdf"  # recorded, never silently skipped
     assert records["bad.txt"].read_error.startswith("invalid_encoding")
@@ -265,3 +265,5 @@ def test_inbox_folder_per_domain(tmp_path, monkeypatch):
     (other / "essays").mkdir(parents=True)
     (other / "essays" / "note.txt").write_text("A note.", encoding="utf-8")
     assert list(by_place(inbox.read_inbox("essays", {"root": str(other)}))) == ["note.txt"]
+    with pytest.raises(ValueError, match="needs a 'root'"):
+        inbox.read_inbox("essays", {})

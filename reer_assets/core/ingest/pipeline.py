@@ -20,7 +20,7 @@ import polars as pl
 from reer_assets.core.curation import NearDuplicateIndex
 from reer_assets.core.ids import stable_id
 from reer_assets.core.ingest.cleaning import detect_language, document_reasons, normalize_text, text_hash
-from reer_assets.core.ingest.domains import domains_file
+from reer_assets.core.ingest.domains import SourcePlaces
 from reer_assets.core.ingest.readers.book import read_book
 from reer_assets.core.ingest.readers.bundled import read_bundled
 from reer_assets.core.ingest.readers.common import SourceRecord
@@ -136,16 +136,25 @@ def _resolve_path(options: dict[str, Any], base: Path) -> dict[str, Any]:
     return options
 
 
-def domain_sources(domain: str, spec: dict[str, Any]) -> list[dict[str, Any]]:
-    """The domain's configured sources (bundled when none), plus its inbox folder."""
+def _place(source: dict[str, Any], places: SourcePlaces) -> dict[str, Any]:
+    """A source with the folder its reader reads by default: an inbox its instance's inbox root, the bundled
+    corpus its folder (unless the source names a path or folder of its own)."""
+    if source.get("reader") == "inbox" and not source.get("path") and not source.get("root"):
+        return {**source, "root": str(places.inbox_root)}
+    if source.get("reader") == "bundled" and not source.get("dir"):
+        return {**source, "dir": str(places.bundled_dir)}
+    return source
+
+
+def domain_sources(domain: str, spec: dict[str, Any], places: SourcePlaces) -> list[dict[str, Any]]:
+    """The domain's configured sources (bundled when none), plus its inbox folder, placed by ``places``."""
     sources = list(spec.get("sources") or [{"reader": "bundled"}])
     if not any(s.get("reader") == "inbox" for s in sources):
         sources.append({"reader": "inbox"})
-    base = domains_file().resolve().parent
     for source in sources:
         if source.get("reader") not in READERS:
             raise ValueError(f"domain {domain}: unknown reader {source.get('reader')!r}; known: {', '.join(READERS)}")
-    return [_resolve_path(s, base) for s in sources]
+    return [_place(_resolve_path(s, places.domains_dir), places) for s in sources]
 
 
 def ingest_source(reader: str, options: dict[str, Any], cleaner: Cleaner) -> Iterator[dict[str, Any]]:
@@ -156,11 +165,12 @@ def ingest_source(reader: str, options: dict[str, Any], cleaner: Cleaner) -> Ite
         yield cleaner.row(record, reader)
 
 
-def ingest_domain(domain: str, spec: dict[str, Any], config: CleaningConfig, cfg_hash: str) -> pl.DataFrame:
-    """All records of a domain's sources, cleaned; every reject kept with its reasons."""
+def ingest_domain(domain: str, spec: dict[str, Any], config: CleaningConfig, cfg_hash: str,
+                  places: SourcePlaces) -> pl.DataFrame:
+    """All records of a domain's sources (placed by ``places``), cleaned; every reject kept with its reasons."""
     config, allowed = domain_cleaning(spec, config)
     cleaner = Cleaner(domain, config, allowed, cfg_hash)
-    rows = [row for source in domain_sources(domain, spec)
+    rows = [row for source in domain_sources(domain, spec, places)
             for row in ingest_source(source["reader"], {k: v for k, v in source.items() if k != "reader"}, cleaner)]
     return DOCUMENTS.frame(rows)
 
@@ -180,20 +190,17 @@ def ingest_summary(rows: Iterable[dict[str, Any]]) -> dict[str, Any]:
 CLEANING_KEYS = frozenset(f.name for f in fields(CleaningConfig))
 
 
-def ingest_path(reader: str, path: str, domain: str, options: dict[str, Any]) -> Iterator[dict[str, Any]]:
+def ingest_path(reader: str, path: str, domain: str, options: dict[str, Any],
+                spec: dict[str, Any] | None = None) -> Iterator[dict[str, Any]]:
     """Rows for one file or folder read by one reader, without Dagster (``reer ingest``).
 
     ``options`` mixes reader options with cleaning settings (``min_units``, ... and
-    ``languages``); a domain named in domains.yaml brings its allow-list and ``cleaning:`` block.
+    ``languages``); ``spec``, the domain's entry in domains.yaml when it has one, brings its allow-list
+    and ``cleaning:`` block.
     """
     from reer_assets.core.ids import config_hash
-    from reer_assets.core.ingest.domains import load_domains
 
-    try:
-        spec = load_domains().get(domain) or {}
-    except (OSError, ValueError):
-        spec = {}
-    config, allowed = domain_cleaning(spec, CleaningConfig())
+    config, allowed = domain_cleaning(spec or {}, CleaningConfig())
     config = config.with_overrides({k: v for k, v in options.items() if k in CLEANING_KEYS})
     if "languages" in options:
         languages = options["languages"]

@@ -10,7 +10,7 @@ import polars as pl
 from reer_assets.core.chat_format import conversation
 from reer_assets.core.curation import FilterConfig, NearDuplicateIndex, row_reasons
 from reer_assets.core.ids import config_hash, stable_id
-from reer_assets.core.ingest.domains import domain_names
+from reer_assets.lib.domains import domain_names
 from reer_assets.core.schemas import DATASET_ROWS
 from reer_assets.defs.automation import after_upstream
 from reer_assets.defs.partitions import domain_partitions

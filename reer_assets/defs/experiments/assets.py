@@ -15,7 +15,7 @@ import polars as pl
 from reer_assets.core import experiments as ex
 from reer_assets.core.evaluation.judge import PROMPT_VERSION
 from reer_assets.core.ids import config_hash, stable_id
-from reer_assets.core.ingest.domains import domain_names
+from reer_assets.lib.domains import domain_names
 from reer_assets.core.schemas import ABLATION_ROWS, EXPERIMENT_RESULTS, EXPERIMENTS
 from reer_assets.core.trace import SearchTrace
 from reer_assets.core.training import recipe

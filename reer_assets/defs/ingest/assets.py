@@ -6,13 +6,13 @@ from typing import Optional
 import dagster as dg
 
 from reer_assets.core.ids import config_hash
-from reer_assets.core.ingest.domains import domain_spec
 from reer_assets.core.ingest.pipeline import CleaningConfig, domain_cleaning, ingest_domain
 from reer_assets.defs.automation import ingest_freshness, ingest_refresh
 from reer_assets.defs.partitions import domain_partitions
 from reer_assets.defs.resources import LineageResource
 from reer_assets.defs.stage import run_stage
 from reer_assets.lib import storage
+from reer_assets.lib.domains import domain_spec, source_places
 from reer_assets.lib.metadata import counts_table, preview, reason_counts
 
 
@@ -52,7 +52,7 @@ def raw_documents(context: dg.AssetExecutionContext, config: IngestConfig, linea
     cleaning, allowed = domain_cleaning(spec, CleaningConfig(**config.model_dump()))
     cfg_hash = config_hash({**cleaning.to_dict(), "languages": allowed})
     # reading the sources is cheap and tells whether they changed: the fingerprint covers what was read
-    frame = ingest_domain(domain, spec, cleaning, cfg_hash)
+    frame = ingest_domain(domain, spec, cleaning, cfg_hash, source_places())
 
     def write(paths):
         storage.write_parquet(frame, paths["documents"])

@@ -17,7 +17,7 @@ import dagster as dg
 import polars as pl
 
 from reer_assets.core.ids import config_hash
-from reer_assets.core.ingest.domains import domain_shards
+from reer_assets.lib.domains import domain_shards
 from reer_assets.core.refinement import SearchConfig
 from reer_assets.core.schemas import TRAJECTORIES
 from reer_assets.defs.automation import after_upstream

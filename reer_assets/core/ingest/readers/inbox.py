@@ -1,5 +1,5 @@
-"""A drop folder per domain (``$DAGSTER_HOME/inbox/<domain>/``) of ``.txt`` and ``.md`` files,
-one document each; the inbox sensor re-ingests a domain when its folder changes."""
+"""A drop folder per domain (``<root>/<domain>/``, the root ``$DAGSTER_HOME/inbox`` as the pipeline places it)
+of ``.txt`` and ``.md`` files, one document each; the inbox sensor re-ingests a domain when its folder changes."""
 
 from __future__ import annotations
 
@@ -8,10 +8,9 @@ from typing import Any, Iterator
 
 from reer_assets.core.ingest.readers.common import SourceRecord, read_files, resolve_options
 from reer_assets.core.ingest.readers.generic import markdown_file
-from reer_assets.settings import dagster_home
 
 DEFAULTS: dict[str, Any] = {
-    "root": None,  # a folder holding one folder per domain; default $DAGSTER_HOME/inbox
+    "root": None,  # a folder holding one folder per domain (pipeline.domain_sources: $DAGSTER_HOME/inbox)
     "encoding": "utf-8",
     "language": None,
     "license": None,
@@ -26,7 +25,9 @@ def read_inbox(domain: str, options: dict[str, Any]) -> Iterator[SourceRecord]:
     if options.get("path"):
         location = str(options["path"])
     else:
-        folder = Path(opts["root"] or dagster_home() / "inbox") / domain
+        if not opts["root"]:
+            raise ValueError("reader 'inbox' needs a 'root' (the folder of the domains' inbox folders) or a 'path'")
+        folder = Path(opts["root"]) / domain
         if not folder.is_dir():
             return iter(())
         location = str(folder)
