@@ -19,7 +19,7 @@ a live run holds the slot, :func:`on_claim_waiting` says so at INFO level in the
 log (and on the console), naming the holder and how to free it.
 
 :func:`reclaim_dead_runs` does the same for every unfinished run at once: ``reer recover``
-(:func:`cmd_recover`) and ``dead_run_sensor`` (``sensors.py``, under ``dagster dev``) call it, so
+(``cli/recover.py``) and ``dead_run_sensor`` (``sensors.py``, under ``dagster dev``) call it, so
 runs killed while holding no slot do not stay ``STARTED`` in the UI either.
 
 All private Dagster API used here is in :mod:`reer_assets.runtime.dagster_internals`.
@@ -38,7 +38,6 @@ from typing import Callable, Optional
 
 import dagster as dg
 
-from reer_assets import settings
 from reer_assets.core.file_lock import file_lock
 from reer_assets.runtime import dagster_internals as internals
 
@@ -412,32 +411,3 @@ def recover_report(instance: dg.DagsterInstance, dry_run: bool = False, force: t
     return {"dagster_home": instance.root_directory, "dry_run": dry_run, "dead_runs": runs,
             "hook": internals.has_reclaiming_claims(instance),
             "pools": [asdict(h) for h in internals.pool_holdings(instance)]}
-
-
-def cmd_recover(args) -> int:
-    """``reer recover [--json] [--dry-run] [--run RUN_ID]``."""
-    if not settings.dagster_home_is_set():
-        print("reer: error: set DAGSTER_HOME to the instance folder (e.g. DAGSTER_HOME=$PWD/dagster_home)",
-              file=sys.stderr)
-        return 2
-    with dg.DagsterInstance.get() as instance:
-        report = recover_report(instance, dry_run=args.dry_run, force=tuple(args.run or ()))
-    if args.json:
-        print(json.dumps(report, indent=2))
-        return 0
-    runs = report["dead_runs"]
-    if not runs:
-        print(f"no dead runs in {report['dagster_home']}")
-    for entry in runs:
-        slots = ", ".join(f"{s['pool']} {s['state']} by {s['step_key']}" for s in entry["slots"]) or "no pool slots"
-        did = ("would mark failed and free" if report["dry_run"] else
-               ("marked failed; freed" if entry["marked_failed"] else "freed"))
-        print(f"{entry['run_id']}  {entry['status'] or '-'}  pid {entry['pid'] or '-'}: {entry['reason']}\n"
-              f"    holds: {slots}\n    {did}: {slots if entry['slots'] or report['dry_run'] else 'nothing held'}")
-    if report["pools"]:
-        print("pool slots now held: " + "; ".join(f"{p['pool']} {p['state']} by run {p['run_id']}"
-                                                  for p in report["pools"]))
-    if not report["hook"]:
-        print("note: this instance's dagster.yaml does not name ReerInstance, so blocked steps do not reclaim "
-              "dead runs on their own", file=sys.stderr)
-    return 0

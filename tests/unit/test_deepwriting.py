@@ -241,7 +241,7 @@ def test_published_thinking_travels_from_documents_to_queries_and_lineage(graph)
 
 def test_export_deepwriting_reads_back_equal(graph, tmp_path):
     """sft_dataset -> `reer export --format deepwriting` -> the deepwriting reader: every row equal."""
-    from reer_assets.cli import main
+    from reer_assets.cli.main import main
     from reer_assets.core.ids import stable_id
     from reer_assets.core.schemas import DATASET_ROWS
     from reer_assets.lib import fingerprints, storage
@@ -332,7 +332,7 @@ def writingbench_aggregate(score_file: Path, benchmark_file: Path) -> dict:
 def test_writingbench_score_export_aggregates_as_writingbench_summary(tmp_path):
     """The judge rows benchmark_scores writes -> `reer eval export-scores --format writingbench` -> WritingBench's
     own aggregation of that file equals what writingbench_summary reported in the same run."""
-    from reer_assets.cli import main
+    from reer_assets.cli.main import main
     from reer_assets.core.evaluation.judge import Judge
     from reer_assets.core.schemas import JUDGE_SCORES
     from reer_assets.workloads import evaluation

@@ -113,6 +113,20 @@ def test_find_checkpoint_by_folder_and_by_lineage_id(tmp_path, lora_path):
         answering.find_checkpoint("ckpt_missing", str(db))
 
 
+def test_how_reer_serve_runs_a_full_and_a_lora_checkpoint(embedded_path, lora_path, tmp_path):
+    """`reer serve --checkpoint`: a full checkpoint is served as it is, a LoRA one on its base with the
+    adapter beside it (the servers themselves: tests/vllm/test_eval_answer_served.py)."""
+    from reer_assets.cli.serve import _checkpoint_server
+
+    full = tmp_path / "full"
+    shutil.copytree(embedded_path, full)
+    assert _checkpoint_server(str(full)) == (str(full.resolve()), "full", [], {
+        "id": None, "path": str(full.resolve()), "adapter": None, "base": None, "tokenizer": str(full.resolve())})
+    model, served, flags, found = _checkpoint_server(str(lora_path))
+    assert model == str(embedded_path) and served == "adapter" and found["adapter"] == "lora"
+    assert flags == ["--enable-lora", "--max-lora-rank", "8", "--lora-modules", f"adapter={lora_path.resolve()}"]
+
+
 def test_hf_answers_every_item_once_loaded(embedded_path, items):
     answerer = answering.Answerer({"backend": "embedded"}, models=[_spec(embedded_path)])
     with answerer:
@@ -147,7 +161,7 @@ def test_a_lora_adapter_is_merged_and_changes_the_model(embedded_path, lora_path
 
 
 def test_reer_eval_answer_json_with_hf(embedded_path, tmp_path, capfd):
-    from reer_assets.cli import main
+    from reer_assets.cli.main import main
 
     bench = tmp_path / "longbench.jsonl"
     bench.write_text("\n".join([
@@ -171,7 +185,7 @@ def test_reer_eval_answer_json_with_hf(embedded_path, tmp_path, capfd):
 
 
 def test_reer_eval_answer_openai_needs_a_server(embedded_path, capfd):
-    from reer_assets.cli import main
+    from reer_assets.cli.main import main
 
     rc = main(["eval", "answer", "--model", str(embedded_path), "--format", "bundled", "--backend", "openai", "--json"])
     assert rc == 2 and "--base-url" in capfd.readouterr().err

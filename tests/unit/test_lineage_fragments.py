@@ -60,7 +60,7 @@ def lineage(tmp_path_factory, embedded_path):
 def reer(capfd, *args: str, mode: str) -> tuple[int, str]:
     """The ``reer`` CLI in this process with REER_LINEAGE_MODE set; (exit code, stdout). With --json the CLI
     writes its document to file descriptor 1 itself, so it is read back with ``capfd``."""
-    from reer_assets.cli import main
+    from reer_assets.cli.main import main
 
     capfd.readouterr()
     with pytest.MonkeyPatch.context() as patch:

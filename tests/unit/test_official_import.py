@@ -21,7 +21,7 @@ from reer_assets.core.ingest.official import (
     GAP_REASON, SOURCE, expected_uids, export_rows, import_paths, render,
 )
 from reer_assets.core.trace import SearchTrace
-from reer_assets.import_commands import LINEAGE_TABLES, import_official
+from reer_assets.cli.imports import LINEAGE_TABLES, import_official
 from reer_assets.lib import duckdb_store
 
 FIXTURES = Path(__file__).resolve().parents[1] / "fixtures" / "official"

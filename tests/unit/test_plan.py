@@ -185,7 +185,7 @@ def test_plan_against_a_real_small_run(tmp_path, embedded_path):
     import dagster as dg
 
     from reer_assets.defs.resources import LineageResource, ModelBackendResource, WorkloadRunner
-    from reer_assets.plan_commands import compare_runs
+    from reer_assets.runtime.plan import compare_runs
     from tests.support.tiny_domain import DOMAIN, materializer, metadata, write_domains_file
 
     patch = pytest.MonkeyPatch()

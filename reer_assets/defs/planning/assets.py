@@ -35,7 +35,7 @@ def run_plan(context: dg.AssetExecutionContext, config: PlanConfig, generator: M
     throughput or price is known. Reads the domain's sources and the profile; calls no model.
     ``domain_pipeline_job`` starts with it. Parquet-free: ``reer/assets/run_plan/<domain>/plan.json``.
     """
-    from reer_assets.plan_commands import build_plan
+    from reer_assets.runtime.plan import build_plan
 
     domain = context.partition_key
     backends = {"generator": generator.spec(), "scorer": scorer.spec(),

@@ -7,22 +7,19 @@
 default) prints its report, rendered from the same rows by the function ``experiment_report`` uses. Exits 1
 when there is no such experiment (the JSON form still prints a document, with no rows).
 
-Registered in ``reer_assets.cli.build_parser`` by :func:`add_experiment_parser`; heavy imports stay inside
-the command so ``reer --help`` stays fast.
+Registered by :func:`register` (``reer_assets/cli/main.py``); heavy imports stay inside the command so
+``reer --help`` stays fast.
 """
 
 from __future__ import annotations
 
 import argparse
 import json
-import sys
 from typing import Any
 
+from reer_assets.cli.common import err
+
 ORDER = ("ORDER BY domain = 'all' DESC, domain, kind DESC, variant, metric")
-
-
-def _err(message: str) -> None:
-    print(message, file=sys.stderr)
 
 
 def find_experiment(experiment_id: str | None) -> dict[str, Any] | None:
@@ -52,8 +49,8 @@ def cmd_experiment_report(args: argparse.Namespace) -> int:
 
     experiment = find_experiment(args.experiment)
     if experiment is None:
-        _err(f"reer: no experiment {args.experiment!r} in the lineage database" if args.experiment else
-             "reer: no experiment in the lineage database yet: materialise experiment_report (experiment_job)")
+        err(f"reer: no experiment {args.experiment!r} in the lineage database" if args.experiment else
+            "reer: no experiment in the lineage database yet: materialise experiment_report (experiment_job)")
         if args.json:
             print(json.dumps({"experiment_id": args.experiment, "rows": []}))
         return 1
@@ -65,8 +62,8 @@ def cmd_experiment_report(args: argparse.Namespace) -> int:
     return 0
 
 
-def add_experiment_parser(subparsers: Any) -> None:
-    """Add ``experiment report`` to the `reer` command's subparsers."""
+def register(subparsers: argparse._SubParsersAction) -> None:
+    """Add ``experiment report``."""
     ex = subparsers.add_parser("experiment", help="the built-in ablations (searched vs initial vs random edits …)"
                                ).add_subparsers(dest="action", required=True)
     report = ex.add_parser("report", help="an experiment's results from lineage: JSON rows or the Markdown report")

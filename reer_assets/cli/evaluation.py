@@ -12,23 +12,20 @@ judgment succeeded and 3 when one ended ``judge_failed`` (the output says why). 
 (a folder, or a checkpoint id of the lineage table ``checkpoints``) answer every accepted item of a benchmark
 file through the answering backend (``workloads/answering.py``, the code ``benchmark_scores`` runs).
 
-Registered in ``reer_assets.cli.build_parser`` by :func:`add_eval_parser`; heavy imports stay inside the
-commands so ``reer --help`` stays fast.
+Registered by :func:`register` (``reer_assets/cli/main.py``); heavy imports stay inside the commands so
+``reer --help`` stays fast.
 """
 
 from __future__ import annotations
 
 import argparse
 import json
-import sys
 from pathlib import Path
 from typing import Any
 
+from reer_assets.cli.common import err
+
 FORMATS = ("longbench-write", "writingbench", "hellobench")  # = core.evaluation.benchmarks.BENCHMARKS
-
-
-def _err(message: str) -> None:
-    print(message, file=sys.stderr)
 
 
 def cmd_eval_load(args: argparse.Namespace) -> int:
@@ -38,7 +35,7 @@ def cmd_eval_load(args: argparse.Namespace) -> int:
     if args.jsonl:
         for row in rows:
             print(json.dumps(row, ensure_ascii=False), flush=True)
-        _err(json.dumps(summary(rows), ensure_ascii=False))
+        err(json.dumps(summary(rows), ensure_ascii=False))
     else:
         print(json.dumps(summary(rows), ensure_ascii=False, indent=2))
     return 0
@@ -113,8 +110,8 @@ def cmd_eval_judge(args: argparse.Namespace) -> int:
             print(f"{s['criterion']}: {s['score']}  {s['reason']}")
         for f in out["failures"]:
             print(f"{f['criterion']}: judge_failed after {f['attempts']} attempt(s): {f['reason']}")
-        _err(f"judge {out['judge_model']}, prompts {out['prompt_version']}, {judge.calls} call(s), "
-             f"{out['cached']} cached")
+        err(f"judge {out['judge_model']}, prompts {out['prompt_version']}, {judge.calls} call(s), "
+            f"{out['cached']} cached")
     return 0 if ok else 3
 
 
@@ -154,7 +151,7 @@ def cmd_eval_answer(args: argparse.Namespace) -> int:
     cfg = {"temperature": args.temperature, "top_p": args.top_p, "top_k": args.top_k, "max_tokens": args.max_tokens,
            "seed": args.seed}
     with Answerer(fields, servers, [spec]) as answerer:
-        answered, tokens, how = answer_items(spec, accepted, cfg, _err, answerer)
+        answered, tokens, how = answer_items(spec, accepted, cfg, err, answerer)
     out_rows = []
     for item, row in zip(accepted, answered):
         out_rows.append({
@@ -178,7 +175,7 @@ def cmd_eval_answer(args: argparse.Namespace) -> int:
         for r in out_rows:
             print(f"{r['id']}: format_ok={r['format_ok']} length={r['output_length']}"
                   + (f" S_l={r['length_score']:.1f}" if r.get("length_score") is not None else ""))
-        _err(f"{len(out_rows)} answers by {how['model']} in {how['seconds']}s; {len(doc['rejected'])} line(s) rejected")
+        err(f"{len(out_rows)} answers by {how['model']} in {how['seconds']}s; {len(doc['rejected'])} line(s) rejected")
     return 0
 
 
@@ -197,8 +194,8 @@ def cmd_eval_export_scores(args: argparse.Namespace) -> int:
     return 0
 
 
-def add_eval_parser(subparsers: Any) -> None:
-    """Add ``eval load`` and ``eval judge`` to the `reer` command's subparsers."""
+def register(subparsers: argparse._SubParsersAction) -> None:
+    """Add ``eval load``, ``eval judge``, ``eval answer`` and ``eval export-scores``."""
     ev = subparsers.add_parser("eval", help="benchmark files (LongBench-Write, WritingBench, HelloBench) and the "
                                "LLM judge").add_subparsers(dest="action", required=True)
     load = ev.add_parser("load", help="normalise a benchmark file: one row per item, bad lines rejected with reasons")

@@ -57,8 +57,9 @@ def cmd_import_official(args: argparse.Namespace) -> int:
     return 0 if report["summary"]["imported"] else 1
 
 
-def add_import_parser(sub: argparse._SubParsersAction) -> None:
-    imp = sub.add_parser("import", help="bring another tool's outputs into lineage").add_subparsers(
+def register(subparsers: argparse._SubParsersAction) -> None:
+    """Add ``import official``."""
+    imp = subparsers.add_parser("import", help="bring another tool's outputs into lineage").add_subparsers(
         dest="action", required=True)
     official = imp.add_parser("official", help="the official REER code's output files ({prefix}_{uid}_rk{rank}"
                               "_meta.jsonl): every file imported or rejected with its reason")
