@@ -411,7 +411,7 @@ class VLLMRunBatch:
 
     def run(self, submission_id: str) -> tuple[bool, str | None]:
         """Run the recorded input file; (whether it finished with an output file, why not)."""
-        from reer_assets.workloads.common import fsync_dir
+        from reer_assets.core.atomic_write import fsync_dir
 
         input_path, output_path, log_path = self.paths(submission_id)
         if output_path.exists():
@@ -553,7 +553,7 @@ class BatchRunner:
             self.ledger.record(record)  # from here a restart creates the batch from this file, never uploads again
             record.update(self.transport.create(sid, record["input_file_id"], url))
         else:
-            from reer_assets.workloads.common import atomic_write_text
+            from reer_assets.core.atomic_write import atomic_write_text
 
             input_path, _, _ = self.transport.paths(sid)
             atomic_write_text(input_path, data.decode("utf-8"))
@@ -731,7 +731,7 @@ def judge_body(model: str, messages: list[Message], schema: dict[str, Any], name
                mode: str, local: bool = False) -> dict[str, Any]:
     """One judge call's body, as :class:`~reer_assets.backends.judge.OpenAIJudgeBackend` sends it (and, on
     the local engine, with the regex constraint and top-p the in-process vLLM judge uses)."""
-    from reer_assets.backends.judge import portable_schema, verdict_max_tokens
+    from reer_assets.core.evaluation.judge import portable_schema, verdict_max_tokens
     from reer_assets.core.evaluation.judge import compact_regex
 
     top_p = sampling.top_p if (not local or sampling.temperature > 0) else 1.0

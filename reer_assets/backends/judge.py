@@ -36,7 +36,8 @@ from typing import Any, Mapping
 from reer_assets import settings
 from reer_assets.backends.spec import BackendSpec, role_backend, role_configured
 from reer_assets.core.call_cache import CallCache
-from reer_assets.core.evaluation.judge import Judge, JudgeReply, JudgeSampling, compact_regex, guided_max_tokens
+from reer_assets.core.evaluation.judge import (Judge, JudgeReply, JudgeSampling, compact_regex, guided_max_tokens,
+                                             portable_schema, verdict_max_tokens)
 from reer_assets.core.protocols import Message
 
 STRUCTURED = ("auto", "json_schema", "vllm_json", "vllm_regex", "none")
@@ -84,27 +85,6 @@ def structured_mode(environ: Mapping[str, str] | None = None) -> str:
     if mode not in STRUCTURED:
         raise JudgeNotConfigured(f"REER_JUDGE_STRUCTURED={mode!r}: choose one of {', '.join(STRUCTURED)}")
     return mode
-
-
-def portable_schema(schema: Any) -> Any:
-    """``schema`` without string-length keywords, which OpenAI's strict structured outputs refuse (the parser
-    still rejects an empty reason, and a cap on reasons is a vLLM-side convenience)."""
-    if isinstance(schema, dict):
-        return {k: portable_schema(v) for k, v in schema.items() if k not in ("minLength", "maxLength")}
-    if isinstance(schema, list):
-        return [portable_schema(v) for v in schema]
-    return schema
-
-
-def verdict_max_tokens(schema: dict[str, Any], sampling: JudgeSampling, mode: str) -> int:
-    """``max_tokens`` for one call: under the regex forms at least :func:`guided_max_tokens` of the schema
-    (the whole bounded document always fits, so a guided verdict is never cut off); otherwise as configured
-    (the JSON-grammar forms allow unbounded whitespace, and unguided answers are parsed and retried)."""
-    if mode == "vllm_regex":
-        bound = guided_max_tokens(schema)
-        if bound is not None:
-            return max(sampling.max_tokens, bound)
-    return sampling.max_tokens
 
 
 class OpenAIJudgeBackend:

@@ -379,6 +379,27 @@ def guided_max_tokens(schema: Mapping[str, Any]) -> int | None:
     return None if size is None else size + 1 + GUIDED_TOKEN_MARGIN
 
 
+def portable_schema(schema: Any) -> Any:
+    """``schema`` without string-length keywords, which OpenAI's strict structured outputs refuse (the parser
+    still rejects an empty reason, and a cap on reasons is a vLLM-side convenience)."""
+    if isinstance(schema, dict):
+        return {k: portable_schema(v) for k, v in schema.items() if k not in ("minLength", "maxLength")}
+    if isinstance(schema, list):
+        return [portable_schema(v) for v in schema]
+    return schema
+
+
+def verdict_max_tokens(schema: dict[str, Any], sampling: JudgeSampling, mode: str) -> int:
+    """``max_tokens`` for one call: under the regex forms at least :func:`guided_max_tokens` of the schema
+    (the whole bounded document always fits, so a guided verdict is never cut off); otherwise as configured
+    (the JSON-grammar forms allow unbounded whitespace, and unguided answers are parsed and retried)."""
+    if mode == "vllm_regex":
+        bound = guided_max_tokens(schema)
+        if bound is not None:
+            return max(sampling.max_tokens, bound)
+    return sampling.max_tokens
+
+
 # --------------------------------------------------------------------------------------------------
 # Parsing
 
