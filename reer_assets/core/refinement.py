@@ -92,6 +92,22 @@ def is_draft(segments: list[str], index: int) -> bool:
     return _DRAFT_SEPARATOR.search("\n".join(segments[: index + 1])) is not None
 
 
+def initial_rollout_request(config: SearchConfig, seed: int, item: SearchItem, rollout: int,
+                            prompts: PromptSet | None = None) -> tuple[GenerationRequest, str]:
+    """The initial rollout's request for ``item`` and the opener it pre-fills after ``<think>``: what
+    :class:`ReerSearch` asks first, and what batch mode sends ahead for every item (workloads/batch_rollouts.py)."""
+    prompts = prompts_for(item.query) if prompts is None else prompts
+    opener = prompts.draw_opener(random.Random(derive_seed(seed, item.item_id, rollout, "opener")))
+    request = GenerationRequest(
+        messages=prompts.initial_thinking_messages(item.query, item.reference),
+        prefill=THINK_PREFILL + opener,
+        n=1,
+        sampling=config.sampling(banned=INITIAL_BANNED_TAGS),
+        seed=derive_seed(seed, item.item_id, rollout, "initial"),
+    )
+    return request, opener
+
+
 class ReerSearch:
     """Runs the search for one item; backends are injected, the loop is pure."""
 
@@ -158,15 +174,7 @@ class ReerSearch:
         cfg = self.config
         if item.initial_thinking is not None:
             return self._given_rollout(item.initial_thinking, trace)
-        rng = random.Random(derive_seed(self.seed, item.item_id, rollout, "opener"))
-        opener = prompts.draw_opener(rng)
-        request = GenerationRequest(
-            messages=prompts.initial_thinking_messages(item.query, item.reference),
-            prefill=THINK_PREFILL + opener,
-            n=1,
-            sampling=cfg.sampling(banned=INITIAL_BANNED_TAGS),
-            seed=derive_seed(self.seed, item.item_id, rollout, "initial"),
-        )
+        request, opener = initial_rollout_request(cfg, self.seed, item, rollout, prompts)
         completion = self._generate([request], trace)[0][0]
         thinking, closed = cut_thinking(opener + completion.text)  # exact, as the official code keeps it
         trace.opener = opener

@@ -159,6 +159,11 @@ def run(extras: Extras, log: Log) -> dict:
             counts["reused"] += 1
         else:
             todo.append((k, query_row, rollout, traj_id))
+    batch_stats = None
+    if todo and gen_spec.batch:  # REER_GENERATOR_BATCH=1: the initial rollouts as one batch, into the call caches
+        from reer_assets.workloads.batch_rollouts import prefill_initial_rollouts
+
+        batch_stats = prefill_initial_rollouts(todo, extras, search_config, cfg["seed"], gen_spec, log)
     searcher, start_error = None, None
     if todo:
         try:
@@ -212,7 +217,7 @@ def run(extras: Extras, log: Log) -> dict:
     calls = searcher.model_calls if searcher else {"generator": 0, "scorer": 0, "cache_hits": 0}
     summary = {"rows": frame.height, **counts, "item_concurrency": concurrency, "generator_calls": calls["generator"],
                "scorer_calls": calls["scorer"], "cache_hits": calls["cache_hits"],
-               "seconds": round(time.perf_counter() - started, 2)}
+               "seconds": round(time.perf_counter() - started, 2), **({"batch": batch_stats} if batch_stats else {})}
     if searcher is not None:  # per-server counters of HTTP backends (docs/scale.md); nothing for local models
         from reer_assets.backends.openai_compat import http_usage
 

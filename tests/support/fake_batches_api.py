@@ -11,6 +11,8 @@ on 127.0.0.1 that the OpenAI SDK talks to unchanged. It implements
 ``GET  /v1/batches/{id}``          the batch, moved one status further on each poll (its :class:`Plan`)
 ``GET  /v1/batches``               the batches, newest first (``metadata`` included)
 ``GET  /v1/models``                one model
+``POST /v1/chat/completions``      a live call, answered at once by ``answer`` (kept in ``live``), for the
+                                   calls a batch-mode run still makes live (the search's edit steps)
 
 Each created batch follows the next :class:`Plan` of ``plans`` (the last one repeats): the statuses it shows
 on successive polls, then its end (``completed``, ``expired`` after answering ``answered`` requests,
@@ -77,6 +79,7 @@ class FakeBatchesAPI:
         self.creates = 0
         self.polls = 0
         self.requests: list[tuple[str, str, dict[str, str]]] = []  # (method, path, headers)
+        self.live: list[dict[str, Any]] = []  # bodies of live chat completions
         self.created = threading.Event()
         self.polled = threading.Event()
         self._lock = threading.Lock()
@@ -262,6 +265,11 @@ def _handler(api: FakeBatchesAPI):
                 if api.hold_create is not None:
                     api.hold_create.wait(api.hold_limit_s)  # the batch exists; its id has not reached the client
                 self._send(200, answer)
+            elif path == "/v1/chat/completions":
+                payload = json.loads(body)
+                with api._lock:
+                    api.live.append(payload)
+                self._send(200, api.answer(path, payload))
             else:
                 self._send(404, {"error": {"message": f"unknown path {path}", "type": "invalid_request_error"}})
 

@@ -298,3 +298,54 @@ def test_killed_before_the_batch_id_was_recorded_the_resumed_run_finds_the_batch
     assert summary["batch"]["adopted"] == 1
     assert lineage(tmp_path, "SELECT batch_id, status FROM batches").rows() == [("batch_0001", "completed")]
     assert storage.read_parquet(extras["out"])["synthesized"].to_list() == [True] * 2
+
+
+# --- the search's initial rollouts -----------------------------------------------------------------------
+
+
+@pytest.mark.model  # the embedded scorer scores the thinkings
+def test_initial_rollouts_go_out_as_one_batch_and_the_edits_stay_live(tmp_path, fake, env):
+    from reer_assets.core.refinement import SearchConfig
+    from reer_assets.core.schemas import QUERIES
+    from reer_assets.lib.profiles import profile
+    from reer_assets.workloads import refinement
+    from tests.support.batch_docs import TEXTS
+    from tests.support.fault_server import THINKING, _ok_body
+
+    fake.answer = lambda url, body: _ok_body(url, body, "ok")  # a two-paragraph thinking, then <refine> edits
+    queries = []
+    for k, text in enumerate(TEXTS[:2]):
+        row = QUERIES.empty_row()
+        row.update(id=f"qry_{k}", document_id=f"doc_{k}", domain="essays", language="en", query="Describe the scene.",
+                   reference=text, synthesized=False, status="accepted", reject_reasons=[])
+        queries.append(row)
+    storage.write_parquet(QUERIES.frame(queries), tmp_path / "queries.parquet")
+    search = {**profile("test")["search"], "max_step": 1}
+    extras = {"queries": str(tmp_path / "queries.parquet"), "work": str(tmp_path / "work"), "config_hash": "cfg",
+              "outputs": {name: str(tmp_path / "out" / f"{name}.parquet")
+                          for name in ("trajectories", "search_steps", "candidates")},
+              "config": {"search": SearchConfig(**search).to_dict(), "seed": 0},
+              "generator_id": "openai:served-default", "scorer_id": "embedded-scorer"}
+    logs: list[str] = []
+    summary = refinement.run(extras, logs.append)
+
+    # one batch with both initial rollouts, pre-filled with <think> and the opener
+    assert (fake.uploads, fake.creates) == (1, 1)
+    lines = fake.input_lines("batch_0001")
+    assert len(lines) == 2
+    assert all(line["body"]["continue_final_message"] and line["body"]["messages"][-1]["content"].startswith("<think>")
+               for line in lines)
+    # the live calls are the edit steps only (one per item: max_step 1)
+    assert len(fake.live) == 2 and all("<analyze>" in body["messages"][-1]["content"] for body in fake.live)
+    assert summary["batch"]["answered"] == 2 and summary["generator_calls"] == 2
+
+    rows = storage.read_parquet(extras["outputs"]["trajectories"])
+    assert rows["status"].to_list() == ["ok", "ok"]
+    assert all(THINKING.split("\n\n")[1].split("\n")[0] in thinking for thinking in rows["initial_thinking"])
+    # the batch's usage counts as the live call's would: 50 + 50 prompt tokens, 150 + 150 completion tokens
+    assert rows["prompt_tokens"].to_list() == [100, 100] and rows["completion_tokens"].to_list() == [300, 300]
+    assert rows["generator_calls"].to_list() == [2, 2]
+    assert lineage(tmp_path, "SELECT scope, status FROM batches").rows() == [("initial_rollouts", "completed")]
+
+    refinement.run(extras, logs.append)  # a rerun: every item checkpointed, no batch, no live call
+    assert fake.creates == 1 and len(fake.live) == 2
