@@ -48,7 +48,8 @@ test: $(STAMP) browser-hint
 # the fast tier for the edit-test loop: unit and asset tests, no servers (vLLM, Ray, the UI), nothing marked slow
 check: $(STAMP)
 	$(VENV)/bin/reer model build
-	$(VENV)/bin/python -m pytest -q tests/unit tests/assets -m "not vllm and not ray and not ui and not slow"
+	$(VENV)/bin/python -m pytest -q tests/unit tests/assets -m "not vllm and not ray and not ui and not slow" \
+		$(if $(filter 0,$(PYTEST_WORKERS)),,-n $(PYTEST_WORKERS) --dist loadscope)
 
 ui: $(STAMP)
 	$(VENV)/bin/dagster dev -h 127.0.0.1 -p $${PORT:-3000} -w workspace.yaml

@@ -12,6 +12,13 @@ os.environ.setdefault("HF_HUB_OFFLINE", "1")
 os.environ.setdefault("TRANSFORMERS_OFFLINE", "1")
 os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
 os.environ.setdefault("DAGSTER_HOME", str(REPO / "dagster_home"))
+# Two pytest-xdist workers on two cores: each worker (and every process it starts) gets one torch/OpenMP
+# thread, so that two workers never run four spinning OpenMP threads on two cores. Measured on the
+# scorer-mode tests beside a busy core: 171 s with torch's default two threads, 86 s with one
+# (README, "How long the tests take"). A one-process run (PYTEST_WORKERS=0) keeps torch's default.
+if int(os.environ.get("PYTEST_XDIST_WORKER_COUNT", "1")) > 1:
+    for _name in ("OMP_NUM_THREADS", "MKL_NUM_THREADS"):
+        os.environ.setdefault(_name, "1")
 
 
 @pytest.fixture(scope="session")

@@ -4,6 +4,14 @@
 The full checkpoint is a copy of the embedded generator's folder; the LoRA checkpoint a peft adapter made
 here on it with a non-zero B (tests/unit/test_eval_answer.py ``make_lora``), so it changes the model: its
 greedy answers differ from the base's, and its held-out NLL is the adapter's merged into the base.
+
+Three vLLM engines start in this module (about a minute each on two busy cores), each path once: the full
+checkpoint on its own engine through the CLI, the LoRA checkpoint on an engine over its base through
+``benchmark_scores`` (base and adapter on one engine), and ``reer serve --checkpoint`` of the LoRA
+checkpoint (its base served beside it as ``<name>-base``), which the CLI and ``benchmark_scores`` then
+answer through over HTTP. The full checkpoint has the base's weights, so its engine's held-out NLL equals
+the served base's on the same prompts. How a full checkpoint is served (no LoRA flags) is checked without
+a server in tests/unit/test_eval_answer.py.
 """
 
 from __future__ import annotations
@@ -68,56 +76,64 @@ def assert_changed(differences: list[float]) -> None:
 
 
 @pytest.fixture(scope="module")
-def engine_answers(checkpoints, bench_file):
-    return {name: answer(path, bench_file, "--backend", "vllm", "--max-in-flight", "2")
-            for name, path in checkpoints.items()}
+def full_on_engine(checkpoints, bench_file):
+    """`reer eval answer --backend vllm` of the full checkpoint: an engine of its own (one start)."""
+    return answer(checkpoints["full"], bench_file, "--backend", "vllm", "--max-in-flight", "2")
 
 
-@pytest.mark.timeout(900)  # two engines start in subprocesses, about a minute each on two busy cores
-def test_eval_answer_on_the_engine_full_and_lora(engine_answers, checkpoints, embedded_path):
-    full, lora = engine_answers["full"], engine_answers["lora"]
-    for doc in (full, lora):
-        check_rows(doc)
+@pytest.mark.timeout(900)  # an engine starts in a subprocess, about a minute on two busy cores
+def test_eval_answer_on_the_engine_full_checkpoint(full_on_engine, checkpoints):
+    full = full_on_engine
+    check_rows(full)
     assert full["model"] == f"vllm:{checkpoints['full']}" and full["answering"]["adapter"] is None
     assert full["answering"]["engine"] == str(checkpoints["full"]) and full["answering"]["in_flight"] == 2
-    # the adapter runs on an engine over its base, and really changes the model
-    assert lora["model"] == f"vllm:{checkpoints['lora']}" and lora["answering"]["adapter"] == "lora"
-    assert lora["answering"]["engine"] == str(embedded_path)
-    assert [r["output"] for r in lora["rows"]] != [r["output"] for r in full["rows"]]
-    assert_changed([a["heldout_nll"] - b["heldout_nll"] for a, b in zip(lora["rows"], full["rows"])])
 
 
 @pytest.fixture(scope="module")
-def servers(checkpoints, tmp_path_factory):
-    """`reer serve --checkpoint` for each checkpoint (the LoRA one on its base with --enable-lora)."""
-    logs = tmp_path_factory.mktemp("serve")
-    started = {}
+def lora_server(checkpoints, tmp_path_factory):
+    """`reer serve --checkpoint` of the LoRA checkpoint: its base with --enable-lora, the adapter beside it."""
+    process, printed = _serve(["--checkpoint", str(checkpoints["lora"]), "--json"],
+                              tmp_path_factory.mktemp("serve") / "lora.log")
     try:
-        for name, path in checkpoints.items():
-            process, printed = _serve(["--checkpoint", str(path), "--json"], logs / f"{name}.log")
-            started[name] = (process, json.loads(printed))
-        yield {name: doc for name, (_, doc) in started.items()}
+        yield json.loads(printed)
     finally:
-        for process, _ in started.values():
-            _stop(process, signal.SIGTERM)
+        _stop(process, signal.SIGTERM)
+
+
+@pytest.fixture(scope="module")
+def over_http(lora_server, checkpoints, bench_file):
+    """The adapter and its base answered over HTTP, the same prompts, seed and greedy decoding. Over HTTP
+    the held-out NLL is scored locally (transformers) on the checkpoint folder given: the base's answers
+    are asked for with the full checkpoint's folder (the base's weights)."""
+    url = lora_server["base_url"]
+    return {"tuned": answer(checkpoints["lora"], bench_file, "--base-url", url, "--served-model", "lora",
+                            "--max-in-flight", "3"),
+            "base": answer(checkpoints["full"], bench_file, "--base-url", url, "--served-model", "lora-base")}
 
 
 @pytest.mark.timeout(900)
-def test_serve_checkpoint_and_answer_over_http(servers, checkpoints, bench_file, embedded_path):
-    lora, full = servers["lora"], servers["full"]
+def test_serve_checkpoint_and_answer_over_http(lora_server, over_http, checkpoints, embedded_path):
+    lora, tuned, base = lora_server, over_http["tuned"], over_http["base"]
     assert lora["checkpoint"] == {"id": None, "path": str(checkpoints["lora"]), "adapter": "lora",
                                   "base": str(embedded_path), "tokenizer": str(embedded_path)}
     assert lora["model"] == str(embedded_path) and lora["served_model"] == "lora"
-    assert lora["base_url"].startswith("http://127.0.0.1:") and full["served_model"] == "full"
-    tuned = answer(checkpoints["lora"], bench_file, "--base-url", lora["base_url"], "--served-model", "lora")
-    base = answer(checkpoints["lora"], bench_file, "--base-url", lora["base_url"], "--served-model", "lora-base")
-    copy = answer(checkpoints["full"], bench_file, "--base-url", full["base_url"], "--max-in-flight", "3")
-    for doc in (tuned, base, copy):
+    assert lora["base_url"].startswith("http://127.0.0.1:")
+    for doc in (tuned, base):
         check_rows(doc)
-    assert tuned["model"] == "openai:lora" and base["model"] == "openai:lora-base" and copy["model"] == "openai:full"
-    assert tuned["answering"]["backend"] == "openai" and copy["answering"]["in_flight"] == 3
-    # same prompts, seed and greedy decoding on one server: the adapter's answers are not the base's
+    assert tuned["model"] == "openai:lora" and base["model"] == "openai:lora-base"
+    assert tuned["answering"]["backend"] == "openai" and tuned["answering"]["in_flight"] == 3
+    # the adapter really changes the model: not the base's answers, nor its held-out NLL (the adapter merged)
     assert [r["output"] for r in tuned["rows"]] != [r["output"] for r in base["rows"]]
+    assert_changed([a["heldout_nll"] - b["heldout_nll"] for a, b in zip(tuned["rows"], base["rows"])])
+
+
+@pytest.mark.timeout(900)
+def test_the_full_checkpoint_on_its_engine_scores_as_the_served_base(full_on_engine, over_http):
+    """Same weights scored two ways: the full checkpoint's own vLLM engine (prompt log-probs), and
+    transformers on the same folder beside the server's answers."""
+    engine, served = full_on_engine["rows"], over_http["base"]["rows"]
+    assert [r["line"] for r in engine] == [r["line"] for r in served]
+    assert all(abs(a["heldout_nll"] - b["heldout_nll"]) < 1e-3 for a, b in zip(engine, served))
 
 
 @pytest.fixture(scope="module")
@@ -171,24 +187,20 @@ def test_benchmark_scores_on_the_engine(materialize, checkpoints, embedded_path)
     assert base["output"].to_list() != tuned["output"].to_list()
     assert_changed((base["heldout_nll"] - tuned["heldout_nll"]).to_list())
 
-    summary, results = materialize(checkpoints["full"], {"backend": "vllm"})
-    base, tuned = check_results(summary, results)
-    assert summary["answering"]["finetuned"]["model"] == f"vllm:{checkpoints['full']}"
-    # the full checkpoint is the base's weights: scored on its own engine, the same held-out NLL
-    assert ((base["heldout_nll"] - tuned["heldout_nll"]).abs() < 1e-3).all()
-
 
 @pytest.mark.timeout(900)
-def test_benchmark_scores_over_servers(materialize, servers, checkpoints):
-    lora, full = servers["lora"], servers["full"]
+def test_benchmark_scores_over_servers(materialize, lora_server, checkpoints):
+    url = lora_server["base_url"]
     summary, results = materialize(checkpoints["lora"], {"backend": "openai", "servers": {
-        "base": f"{lora['base_url']}#lora-base", "finetuned": f"{lora['base_url']}#lora"}})
+        "base": f"{url}#lora-base", "finetuned": f"{url}#lora"}})
     base, tuned = check_results(summary, results)
     assert summary["answering"]["base"]["model"] == "openai:lora-base"
     assert summary["answering"]["finetuned"]["model"] == "openai:lora"
     assert base["output"].to_list() != tuned["output"].to_list()
 
+    # a server named by checkpoint id, without a model: the server's first model (here the base)
     summary, results = materialize(checkpoints["full"], {"backend": "openai", "servers": {
-        "base": f"{lora['base_url']}#lora-base", f"ckpt_{checkpoints['full'].name}": full["base_url"]}})
-    check_results(summary, results)
-    assert summary["answering"]["finetuned"]["model"] == "openai:full"  # the server's first model
+        "base": f"{url}#lora-base", f"ckpt_{checkpoints['full'].name}": url}})
+    base, tuned = check_results(summary, results)
+    assert summary["answering"]["finetuned"]["model"] == "openai:lora-base"
+    assert ((base["heldout_nll"] - tuned["heldout_nll"]).abs() < 1e-3).all()  # the same weights
