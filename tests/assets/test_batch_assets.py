@@ -56,8 +56,10 @@ def workload_summary(result) -> dict:
     return {k: getattr(v, "value", v) for k, v in metadata.items()}
 
 
-def test_synthesized_queries_with_batch_in_its_config(project, tmp_path):
+@pytest.mark.parametrize("mode", ["in_process", "subprocess"])
+def test_synthesized_queries_with_batch_in_its_config(project, tmp_path, mode):
     api, resources = project
+    resources = {**resources, "runner": WorkloadRunner(mode=mode)}
     materialize("raw_documents", {"lineage": resources["lineage"], "runner": resources["runner"]})
     result = materialize("synthesized_queries", resources, {"batch": True})
 
@@ -67,8 +69,10 @@ def test_synthesized_queries_with_batch_in_its_config(project, tmp_path):
     queries = duckdb_store.query("SELECT query, prompt_tokens, completion_tokens, run_id, partition FROM queries")
     assert queries.select("query", "prompt_tokens", "completion_tokens").rows() == [(SYNTHESIZED, 40, 12)] * 3
     batches = duckdb_store.query("SELECT batch_id, status, scope, run_id, partition FROM batches")
-    # the workload ran in the step's process: no Pipes context, so its batch rows name no run
     assert batches.select("batch_id", "status", "scope").rows() == [("batch_0001", "completed", "synthesis")]
+    # under Pipes the batch rows name the run and the partition; in the step's own process there is no Pipes context
+    expected = (result.run_id, DOMAIN) if mode == "subprocess" else (None, None)
+    assert batches.select("run_id", "partition").rows() == [expected]
     assert duckdb_store.query("SELECT count(*) FROM batch_requests WHERE status = 'ok'").item() == 3
 
     # batch off in the config: the same fingerprint, so the partition is reused and nothing is asked
