@@ -3,14 +3,12 @@
 ``default`` follows the official REER code and the paper's settings (docs/algorithm.md): every
 switch that departs from them is off. ``demo`` is small enough for `make demo` to finish on two
 CPU cores and ``test`` is smaller still; both turn on the switches the embedded model needs.
-Chosen by REER_PROFILE or by each asset's ``profile`` config field.
+Chosen by REER_PROFILE or by each asset's ``profile`` config field (``lib/run_config.py``).
 """
 
 from __future__ import annotations
 
-from typing import Any, ClassVar, Optional
-
-import dagster as dg
+from typing import Any
 
 from reer_assets import settings
 
@@ -77,19 +75,3 @@ def profile_name(override: str | None = None) -> str:
 
 def profile(override: str | None = None) -> dict[str, Any]:
     return PROFILES[profile_name(override)]
-
-
-class ProfiledConfig(dg.Config):
-    """A run config whose unset fields come from one section of the run profile.
-
-    A subclass names its ``section`` and declares the knobs a run may override (``Optional``, default
-    None); :meth:`resolved` is that section with every field that is set laid over it, plus the
-    fields the section does not have (a seed, a failure bound). One merge rule for every stage.
-    """
-
-    section: ClassVar[str]
-    profile: Optional[str] = None
-
-    def resolved(self) -> dict[str, Any]:
-        base = dict(profile(self.profile)[self.section])
-        return {**base, **{k: v for k, v in self.model_dump().items() if k != "profile" and v is not None}}

@@ -19,7 +19,7 @@ from reer_assets.defs.stage import run_stage, upstream
 from reer_assets.lib import fingerprints, prompt_sets, storage
 from reer_assets.lib.dataset_card import render_card
 from reer_assets.lib.metadata import counts_table, mean, preview, reason_counts
-from reer_assets.lib.profiles import ProfiledConfig
+from reer_assets.lib.run_config import ProfiledConfig
 
 DATASET_COLUMNS = DATASET_ROWS.schema
 

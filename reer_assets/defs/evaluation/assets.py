@@ -16,22 +16,14 @@ from reer_assets.defs.stage import run_stage
 from reer_assets.defs.training.assets import pointer
 from reer_assets.lib import prompt_sets, storage
 from reer_assets.lib.metadata import md_table
-from reer_assets.lib.profiles import ProfiledConfig
+from reer_assets.lib.run_config import AnsweringConfig, SamplingConfig, SeedConfig
 
 
-class BenchmarkConfig(ProfiledConfig):
-    """Generation settings for the benchmarks; unset fields come from the profile's ``benchmark`` section."""
+class BenchmarkConfig(SamplingConfig, AnsweringConfig, SeedConfig):
+    """Generation settings for the benchmarks; unset fields come from the profile's ``benchmark`` section.
+    ``servers`` labels: base | finetuned | a checkpoint id."""
 
     section = "benchmark"
-    max_tokens: Optional[int] = None
-    prompts_per_domain: Optional[int] = None  # a quick run: the first N bundled prompts of each domain
-    temperature: Optional[float] = None
-    seed: int = 0
-    # how the answers are made (workloads/answering.py): hf | vllm | openai, default the generator role's backend;
-    # requests in flight; for openai, each model's server: {base | finetuned | checkpoint id: "URL[#served name]"}
-    backend: Optional[str] = None
-    max_in_flight: Optional[int] = None
-    servers: Optional[dict[str, str]] = None
     # True/False overrides REER_JUDGE_BATCH for this run: each round of judgments as one batch (docs/scale.md)
     judge_batch: Optional[bool] = None
 

@@ -27,11 +27,13 @@ from reer_assets.defs.training.assets import pointer
 from reer_assets.lib import fingerprints, prompt_sets, storage
 from reer_assets.lib.metadata import md_table, preview
 from reer_assets.lib.plots import intervals, markdown_image
-from reer_assets.lib.profiles import ProfiledConfig, profile
+from reer_assets.lib.profiles import profile
+from reer_assets.lib.run_config import (AnsweringConfig, NucleusSamplingConfig, ProfiledConfig, RecipeConfig,
+                                        RunConfig, SeedConfig)
 
 # --- ablation_datasets ------------------------------------------------------------------------------
 
-class AblationDatasetConfig(ProfiledConfig):
+class AblationDatasetConfig(SeedConfig, ProfiledConfig):
     """Which variants to build; unset fields come from the profile's ``experiment`` section."""
 
     section = "experiment"
@@ -40,7 +42,6 @@ class AblationDatasetConfig(ProfiledConfig):
     # also build published (the source's own thinking) for the items that have one; a domain where none has
     # one simply has no published variant
     published: bool = True
-    seed: int = 0  # the random draw of random_edits
 
     def variant_list(self) -> list[str]:
         resolved = self.resolved()
@@ -134,7 +135,7 @@ def ablation_datasets(context: dg.AssetExecutionContext, config: AblationDataset
 
 # --- ablation_checkpoints ---------------------------------------------------------------------------
 
-class AblationTrainConfig(ProfiledConfig):
+class AblationTrainConfig(RecipeConfig):
     """Fine-tuning of every variant; unset fields come from the profile's ``experiment`` section.
 
     ``budget``: ``steps`` (every checkpoint takes ``max_steps`` optimizer steps; unset = the recipe's epochs,
@@ -143,9 +144,6 @@ class AblationTrainConfig(ProfiledConfig):
     """
 
     section = "experiment"
-    recipe: Optional[str] = None
-    epochs: Optional[float] = None
-    learning_rate: Optional[float] = None
     budget: Optional[str] = None
     max_steps: Optional[int] = None
     train_tokens: Optional[int] = None
@@ -246,19 +244,11 @@ def ablation_checkpoints(
 
 # --- ablation_results -------------------------------------------------------------------------------
 
-class AblationEvalConfig(ProfiledConfig):
+class AblationEvalConfig(NucleusSamplingConfig, AnsweringConfig):
     """Held-out evaluation of every checkpoint; unset fields come from the profile's ``experiment`` section,
     sampling from its ``benchmark`` section."""
 
     section = "experiment"
-    prompts_per_domain: Optional[int] = None  # the first N bundled benchmark prompts of the domain (None: all)
-    max_tokens: Optional[int] = None
-    temperature: Optional[float] = None
-    top_p: Optional[float] = None
-    top_k: Optional[int] = None
-    backend: Optional[str] = None  # hf | vllm | openai (default: the generator role's backend); docs/evaluation.md
-    max_in_flight: Optional[int] = None
-    servers: Optional[dict[str, str]] = None  # openai: {checkpoint id | "*": "URL[#served name]"}
     floor: bool = True  # also evaluate base_model itself (variant ``base``), the report's floor
 
     def evaluation(self) -> dict:
@@ -330,10 +320,10 @@ def ablation_results(
 
 # --- experiment_report ------------------------------------------------------------------------------
 
-class ReportConfig(dg.Config):
+class ReportConfig(RunConfig):
     resamples: int = 2000  # bootstrap resamples per interval
     level: float = 0.95
-    seed: int = 0
+    seed: int = 0  # its own, not SeedConfig's: declared last, so the recorded config_json keeps its key order
 
 
 def _budget(trainings: dict[str, dict], checkpoints: pl.DataFrame) -> dict:

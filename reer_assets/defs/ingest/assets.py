@@ -14,9 +14,10 @@ from reer_assets.defs.stage import run_stage
 from reer_assets.lib import storage
 from reer_assets.lib.domains import domain_spec, source_places
 from reer_assets.lib.metadata import counts_table, preview, reason_counts
+from reer_assets.lib.run_config import RunConfig
 
 
-class IngestConfig(dg.Config):
+class IngestConfig(RunConfig):
     """Cleaning defaults for every domain; a domain's ``cleaning:`` block in domains.yaml overrides them."""
 
     min_units: int = 50

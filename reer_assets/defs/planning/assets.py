@@ -11,12 +11,12 @@ from reer_assets.defs.resources import ModelBackendResource
 from reer_assets.defs.stage import run_stage
 from reer_assets.lib import storage
 from reer_assets.lib.profiles import profile_name
+from reer_assets.lib.run_config import ProfileConfig
 
 
-class PlanConfig(dg.Config):
+class PlanConfig(ProfileConfig):
     """The profile to plan for (default REER_PROFILE) and, optionally, an item count instead of the sources'."""
 
-    profile: Optional[str] = None
     items: Optional[int] = None
     throughput_file: Optional[str] = None  # default REER_THROUGHPUT_FILE
     prices_file: Optional[str] = None  # default REER_PRICES_FILE

@@ -27,13 +27,14 @@ from reer_assets.defs.stage import StageRun, run_stage, upstream
 from reer_assets.lib import prompt_sets, storage
 from reer_assets.lib.metadata import counts_table, histogram, md_table, mean, preview
 from reer_assets.lib.plots import gain_by_position, markdown_image, score_distributions
-from reer_assets.lib.profiles import ProfiledConfig, profile_name
+from reer_assets.lib.profiles import profile_name
+from reer_assets.lib.run_config import NucleusSamplingConfig, SeedConfig
 from reer_assets.workloads.refinement import error_class_of, explode, item_jobs, recover_shard
 
 SEARCH_FIELDS = {f for f in SearchConfig.__dataclass_fields__}
 
 
-class SearchRunConfig(ProfiledConfig):
+class SearchRunConfig(NucleusSamplingConfig, SeedConfig):
     """Search knobs; unset fields come from the profile's ``search`` section (REER_PROFILE or ``profile``)."""
 
     section = "search"
@@ -41,12 +42,7 @@ class SearchRunConfig(ProfiledConfig):
     max_step: Optional[int] = None
     num_expansion: Optional[int] = None
     num_rollouts: Optional[int] = None
-    max_tokens: Optional[int] = None
     edit_max_tokens: Optional[int] = None
-    temperature: Optional[float] = None
-    top_p: Optional[float] = None
-    top_k: Optional[int] = None
-    seed: int = 0
     max_failure_rate: float = 0.25
     # items searched at once; default: the HTTP in-flight limit for openai backends, else 1
     item_concurrency: Optional[int] = None

@@ -13,16 +13,14 @@ from reer_assets.defs.resources import LineageResource, ModelBackendResource, Wo
 from reer_assets.defs.stage import run_stage, upstream
 from reer_assets.lib import prompt_sets, storage
 from reer_assets.lib.metadata import counts_table, preview, reason_counts
-from reer_assets.lib.profiles import ProfiledConfig, profile_name
+from reer_assets.lib.profiles import profile_name
+from reer_assets.lib.run_config import SamplingConfig, SeedConfig
 
 
-class SynthesisConfig(ProfiledConfig):
+class SynthesisConfig(SamplingConfig, SeedConfig):
     """Sampling for back-synthesis; unset fields come from the profile's ``synthesis`` section."""
 
     section = "synthesis"
-    temperature: Optional[float] = None
-    max_tokens: Optional[int] = None
-    seed: int = 0
     max_query_chars: int = 600
     max_copy_chars: int = 60
     # True/False overrides REER_GENERATOR_BATCH for this run: the requests as one batch (docs/scale.md, "Batch mode");

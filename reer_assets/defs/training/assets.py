@@ -12,12 +12,12 @@ from reer_assets.core.training import recipe, render_checkpoint_card
 from reer_assets.defs.resources import LineageResource, WorkloadRunner
 from reer_assets.defs.stage import run_stage
 from reer_assets.lib import storage
-from reer_assets.lib.profiles import ProfiledConfig
+from reer_assets.lib.run_config import RecipeConfig, RunConfig, SeedConfig
 
 RECIPE_FIELDS = ("epochs", "learning_rate", "per_device_batch", "global_batch", "max_length", "length_policy", "seed")
 
 
-class BaseModelConfig(dg.Config):
+class BaseModelConfig(RunConfig):
     model: Optional[str] = None  # a local path or an id in the local HF cache; None = the embedded default
 
 
@@ -49,21 +49,17 @@ def base_model(context: dg.AssetExecutionContext, config: BaseModelConfig, runne
     return run.result(1, {k: v for k, v in record.items() if v is not None})
 
 
-class FinetuneConfig(ProfiledConfig):
+class FinetuneConfig(RecipeConfig, SeedConfig):
     """The fine-tuning recipe (core/training.py: ``paper``, ``lora``, ``embedded``) and overrides; unset fields
     come from the profile's ``finetune`` section."""
 
     section = "finetune"
-    recipe: Optional[str] = None
-    epochs: Optional[float] = None
-    learning_rate: Optional[float] = None
     per_device_batch: Optional[int] = None
     global_batch: Optional[int] = None
     max_length: Optional[int] = None
     length_policy: Optional[str] = None  # drop | truncate
     general_data: Optional[str] = None  # Parquet/JSONL of chat rows (``messages``) mixed in
     mix_ratio: float = 0.0  # general rows per REER row (the paper used about 0.85)
-    seed: int = 0
 
     def training(self) -> dict:
         """What the workload gets: the recipe (name + overrides) and the mixing."""
