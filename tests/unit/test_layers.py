@@ -173,6 +173,15 @@ def test_defs_holds_stage_folders_and_thin_shared_files():
     assert files <= DEFS_SHARED_FILES, f"move {sorted(files - DEFS_SHARED_FILES)} out of defs/ (runtime/ or lib/)"
 
 
+def test_every_run_config_derives_from_the_one_base():
+    """An asset's run config derives from lib/run_config.py's RunConfig (shared fields declared once there)."""
+    direct = sorted(f"{m}.{node.name}" for m, path in modules().items() if m.startswith(f"{PACKAGE}.defs.")
+                    for node in ast.walk(ast.parse(path.read_text(encoding="utf-8")))
+                    if isinstance(node, ast.ClassDef)
+                    and any(ast.unparse(base) in ("dg.Config", "Config", "dagster.Config") for base in node.bases))
+    assert direct == [], "derive from reer_assets.lib.run_config.RunConfig (or one of its field groups)"
+
+
 def _imported_names(node: ast.AST) -> list[str]:
     if isinstance(node, ast.Import):
         return [alias.name for alias in node.names]
