@@ -61,6 +61,9 @@ def env(tmp_path, fake, monkeypatch):
 
 
 def lineage(tmp_path: Path, sql: str) -> pl.DataFrame:
+    """A query of the test's lineage: the file, or (REER_LINEAGE_MODE=fragments) the fragments."""
+    if os.environ.get("REER_LINEAGE_MODE") == "fragments":
+        return duckdb_store.query(sql, mode="fragments")
     return duckdb_store.query(sql, path=tmp_path / "lineage.duckdb")
 
 
@@ -148,7 +151,11 @@ def test_synthesis_goes_out_as_one_batch_and_maps_back_by_custom_id(tmp_path, fa
     assert (fake.uploads, fake.creates) == (1, 1)
 
 
-def test_an_expired_batch_resubmits_only_its_missing_requests(tmp_path, fake, env):
+@pytest.mark.parametrize("mode", ["single", "fragments"])
+def test_an_expired_batch_resubmits_only_its_missing_requests(tmp_path, fake, env, monkeypatch, mode):
+    if mode == "fragments":  # no shared file: each write a Parquet fragment under the storage root
+        monkeypatch.setenv("REER_LINEAGE_MODE", "fragments")
+        monkeypatch.setenv("DAGSTER_HOME", str(tmp_path / "home"))
     fake.plans = [Plan(end="expired", answered=1), Plan()]
     extras = synthesis_extras(tmp_path, write_documents(tmp_path, count=3))
     summary, _ = run_synthesis(extras)
