@@ -194,6 +194,17 @@ def cmd_eval_export_scores(args: argparse.Namespace) -> int:
     return 0
 
 
+
+def add_sampling_args(parser: argparse.ArgumentParser, max_tokens: int, temperature: float, top_p: float,
+                      top_k: int | None = None) -> None:
+    """--max-tokens, --temperature, --top-p (--top-k when it has a default) and --seed, with a command's defaults."""
+    parser.add_argument("--max-tokens", type=int, default=max_tokens)
+    parser.add_argument("--temperature", type=float, default=temperature)
+    parser.add_argument("--top-p", type=float, default=top_p)
+    if top_k is not None:
+        parser.add_argument("--top-k", type=int, default=top_k)
+    parser.add_argument("--seed", type=int, default=0)
+
 def register(subparsers: argparse._SubParsersAction) -> None:
     """Add ``eval load``, ``eval judge``, ``eval answer`` and ``eval export-scores``."""
     ev = subparsers.add_parser("eval", help="benchmark files (LongBench-Write, WritingBench, HelloBench) and the "
@@ -213,10 +224,7 @@ def register(subparsers: argparse._SubParsersAction) -> None:
                        help="default: rubric with --criteria, else quality (the six LongBench-Write dimensions)")
     judge.add_argument("--item-id", default="cli-item", help="id used in the cache key and the record")
     judge.add_argument("--cache", help="JSON-lines cache file: a repeated judgment is answered from it")
-    judge.add_argument("--max-tokens", type=int, default=1024)
-    judge.add_argument("--temperature", type=float, default=0.0)
-    judge.add_argument("--top-p", type=float, default=1.0)
-    judge.add_argument("--seed", type=int, default=0)
+    add_sampling_args(judge, max_tokens=1024, temperature=0.0, top_p=1.0)
     judge.add_argument("--reason-max-chars", type=int, help="cap each reason's length in the output schema")
     judge.add_argument("--json", action="store_true", help="one JSON document on stdout")
     judge.set_defaults(func=cmd_eval_judge)
@@ -233,11 +241,7 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     answer.add_argument("--served-model", help="openai: the served model name (default: the server's first model)")
     answer.add_argument("--max-in-flight", type=int, help="requests in flight (vllm, openai; default "
                         "REER_GENERATOR_MAX_IN_FLIGHT or 8)")
-    answer.add_argument("--max-tokens", type=int, default=512)
-    answer.add_argument("--temperature", type=float, default=0.7)
-    answer.add_argument("--top-p", type=float, default=0.9)
-    answer.add_argument("--top-k", type=int, default=40)
-    answer.add_argument("--seed", type=int, default=0)
+    add_sampling_args(answer, max_tokens=512, temperature=0.7, top_p=0.9, top_k=40)
     answer.add_argument("--limit", type=int, help="only the first N accepted items")
     answer.add_argument("--json", action="store_true", help="one JSON document on stdout")
     answer.set_defaults(func=cmd_eval_answer)

@@ -133,13 +133,24 @@ def catalogue_from_document(document: Any, where: str, source: str) -> PromptCat
         problems.append(f"unknown field(s) {', '.join(unknown)} (the top level holds {', '.join(LANGUAGES)})")
     if missing:
         problems.append(f"missing language(s) {', '.join(missing)}")
-    sets = {}
+    sets: dict[str, PromptSet] = {}
     for lang in LANGUAGES:
         if lang in document:
-            prompt_set, found = _prompt_set(lang, document[lang], where)
-            problems.extend(found)
-            if prompt_set is not None:
-                sets[lang] = prompt_set
+            _add_set(sets, problems, lang, document[lang], where)
+    return _catalogue(sets, problems, where, source)
+
+
+
+def _add_set(sets: dict[str, PromptSet], problems: list[str], lang: str, content: Any, where: str) -> None:
+    """Validate one language's prompts: its set into ``sets``, or what is wrong with it into ``problems``."""
+    prompt_set, found = _prompt_set(lang, content, where)
+    problems.extend(found)
+    if prompt_set is not None:
+        sets[lang] = prompt_set
+
+
+def _catalogue(sets: dict[str, PromptSet], problems: list[str], where: str, source: str) -> PromptCatalogue:
+    """The catalogue of ``sets`` named by its source and content, once nothing is wrong (else a clear error)."""
     _fail(where, problems)
     return PromptCatalogue("", sets).with_identity(f"{source}:{content_hash(sets)}")
 
@@ -260,12 +271,8 @@ def catalogue_from_official(source: str, where: str) -> PromptCatalogue:
                 else:
                     problems.append(f"templates[{key!r}] is not a string")
         if not problems:
-            prompt_set, found = _prompt_set(lang, content, where)
-            problems.extend(found)
-            if prompt_set is not None:
-                sets[lang] = prompt_set
-    _fail(where, problems)
-    return PromptCatalogue("", sets).with_identity(f"official:{content_hash(sets)}")
+            _add_set(sets, problems, lang, content, where)
+    return _catalogue(sets, problems, where, "official")
 
 
 def load_official(path: str | Path) -> PromptCatalogue:

@@ -17,15 +17,8 @@ import re
 from dataclasses import dataclass, field
 from typing import Any, Iterator
 
-from reer_assets.core.ingest.readers.common import (
-    Line,
-    SourceFile,
-    SourceRecord,
-    decoded_lines,
-    read_files,
-    require_path,
-    resolve_options,
-)
+from reer_assets.core.ingest.readers.common import (Line, SourceFile, SourceRecord, decoded_lines, read_files,
+    require_path, resolve_options)
 
 _NUMBER_WORDS = ("one|two|three|four|five|six|seven|eight|nine|ten|eleven|twelve|thirteen|fourteen|fifteen|"
                  "sixteen|seventeen|eighteen|nineteen|twenty|first|second|third|fourth|fifth|sixth|seventh|"

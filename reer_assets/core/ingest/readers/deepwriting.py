@@ -20,17 +20,8 @@ from __future__ import annotations
 
 from typing import Any, Iterator
 
-from reer_assets.core.ingest.readers.common import (
-    SourceFile,
-    SourceRecord,
-    decoded_lines,
-    field_value,
-    json_lines,
-    read_files,
-    require_path,
-    resolve_options,
-    text_value,
-)
+from reer_assets.core.ingest.readers.common import (SourceFile, SourceRecord, decoded_lines, field_value, json_lines,
+    read_files, require_path, resolve_options, text_value)
 from reer_assets.core.ingest.readers.reer import split_solution
 
 DEFAULTS: dict[str, Any] = {

@@ -10,19 +10,8 @@ from __future__ import annotations
 import re
 from typing import Any, Iterator
 
-from reer_assets.core.ingest.readers.common import (
-    SourceFile,
-    SourceRecord,
-    decoded_lines,
-    field_value,
-    json_lines,
-    read_files,
-    read_text_file,
-    require_path,
-    resolve_options,
-    split_front_matter,
-    text_value,
-)
+from reer_assets.core.ingest.readers.common import (SourceFile, SourceRecord, decoded_lines, field_value, json_lines,
+    read_files, read_text_file, require_path, resolve_options, split_front_matter, text_value)
 
 DEFAULTS: dict[str, Any] = {
     "format": None,  # jsonl | parquet | markdown; by default from each file's suffix

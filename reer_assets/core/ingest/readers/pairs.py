@@ -12,18 +12,8 @@ import re
 import sys
 from typing import Any, Iterator
 
-from reer_assets.core.ingest.readers.common import (
-    Line,
-    SourceFile,
-    SourceRecord,
-    decoded_lines,
-    field_value,
-    json_lines,
-    read_files,
-    require_path,
-    resolve_options,
-    text_value,
-)
+from reer_assets.core.ingest.readers.common import (Line, SourceFile, SourceRecord, decoded_lines, field_value,
+    json_lines, read_files, require_path, resolve_options, text_value)
 
 DEFAULTS: dict[str, Any] = {
     "format": None,  # jsonl | csv; by default from the file suffix

@@ -18,17 +18,8 @@ import json
 import re
 from typing import Any, Iterator
 
-from reer_assets.core.ingest.readers.common import (
-    SourceFile,
-    SourceRecord,
-    decoded_lines,
-    field_value,
-    json_lines,
-    read_files,
-    require_path,
-    resolve_options,
-    text_value,
-)
+from reer_assets.core.ingest.readers.common import (SourceFile, SourceRecord, decoded_lines, field_value, json_lines,
+    read_files, require_path, resolve_options, text_value)
 
 DEFAULTS: dict[str, Any] = {
     "question_field": "question",
