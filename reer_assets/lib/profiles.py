@@ -4,6 +4,9 @@
 switch that departs from them is off. ``demo`` is small enough for `make demo` to finish on two
 CPU cores and ``test`` is smaller still; both turn on the switches the embedded model needs.
 Chosen by REER_PROFILE or by each asset's ``profile`` config field (``lib/run_config.py``).
+
+A profile's ``search`` section holds only what differs from ``SearchConfig``'s defaults (core/refinement.py);
+:func:`profile` returns it resolved: the defaults overlaid by those differences.
 """
 
 from __future__ import annotations
@@ -11,12 +14,12 @@ from __future__ import annotations
 from typing import Any
 
 from reer_assets import settings
+from reer_assets.core.refinement import SearchConfig
 
 PROFILES: dict[str, dict[str, Any]] = {
     "default": {
-        "search": {"stop_thresh": 0.25, "max_step": 10, "num_expansion": 2, "temperature": 0.8, "top_p": 0.85,
-                   "top_k": 40, "max_tokens": 8000, "edit_max_tokens": None, "ban_foreign_tags": False,
-                   "num_rollouts": 1},
+        # the official code's settings: SearchConfig's defaults (core/refinement.py), nothing differs
+        "search": {},
         "synthesis": {"temperature": 0.7, "top_p": 0.9, "top_k": 40, "max_tokens": 256},
         # the paper's recipe (core/training.py): full fine-tuning, lr 2e-5, 3 epochs, global batch 96
         "finetune": {"recipe": "paper"},
@@ -28,8 +31,7 @@ PROFILES: dict[str, dict[str, Any]] = {
                        "max_tokens": 2048},
     },
     "demo": {
-        "search": {"stop_thresh": 0.25, "max_step": 3, "num_expansion": 2, "temperature": 0.8, "top_p": 0.85,
-                   "top_k": 40, "max_tokens": 640, "edit_max_tokens": 320,
+        "search": {"max_step": 3, "max_tokens": 640, "edit_max_tokens": 320,
                    # the toy model's closed thinkings are short; the paper-scale floor of 100 drops most
                    "min_rollout_tokens": 48, "ban_foreign_tags": True,
                    "num_rollouts": 2,
@@ -42,16 +44,15 @@ PROFILES: dict[str, dict[str, Any]] = {
         # the toy embedded model rarely writes clean tags; the demo keeps such rows to show the whole graph
         "filters": {"reject_malformed_tags": False},
         # sized so that `make demo` ablates all six domains in a few minutes on two cores: 1 seed, 12 steps
-        # per checkpoint, 3 held-out prompts per domain, short answers
+        # per checkpoint, all 10 held-out prompts per domain (60 in all), short answers
         "experiment": {"variants": ["searched", "initial", "no_thinking", "random_edits", "shuffled"], "no_reflection": False, "recipe": "embedded", "seeds": 1,
-                       "budget": "steps", "max_steps": 12, "train_tokens": None, "prompts_per_domain": 3,
+                       "budget": "steps", "max_steps": 12, "train_tokens": None, "prompts_per_domain": 10,
                        "max_tokens": 128},
     },
     # the smallest settings that still exercise every code path (the test suite uses it)
     "test": {
-        "search": {"stop_thresh": 0.25, "max_step": 2, "num_expansion": 2, "temperature": 0.8, "top_p": 0.85,
-                   "top_k": 40, "max_tokens": 480, "edit_max_tokens": 256, "min_rollout_tokens": 48,
-                   "ban_foreign_tags": True, "num_rollouts": 1,
+        "search": {"max_step": 2, "max_tokens": 480, "edit_max_tokens": 256, "min_rollout_tokens": 48,
+                   "ban_foreign_tags": True,
                    # the toy model's paragraphs are short: at 100 characters most of its thinkings are one
                    # segment and rejected before any step (docs/algorithm.md, deviation table)
                    "min_segment_chars": 40},
@@ -73,5 +74,12 @@ def profile_name(override: str | None = None) -> str:
     return name
 
 
+def search_settings(override: str | None = None) -> SearchConfig:
+    """A profile's search settings: ``SearchConfig``'s defaults overlaid by the profile's ``search`` section."""
+    return SearchConfig.from_dict(PROFILES[profile_name(override)]["search"])
+
+
 def profile(override: str | None = None) -> dict[str, Any]:
-    return PROFILES[profile_name(override)]
+    """A profile with its ``search`` section resolved (every SearchConfig field, see :func:`search_settings`)."""
+    name = profile_name(override)
+    return {**PROFILES[name], "search": search_settings(name).to_dict()}
