@@ -145,6 +145,7 @@ class PlanItem:
     reference: str
     query: str | None = None
     domain: str = ""
+    published_thinking: str | None = None  # the source's own thinking: one more scorer call per searched rollout
 
 
 @dataclass(frozen=True)
@@ -332,7 +333,7 @@ def plan(inputs: PlanInputs, gen_count: TokenCounter, scorer_count: TokenCounter
     # synthesis: one generator call per document without a request
     synth = _Acc()
     # refinement, per step
-    init_roll, init_score, edits, cand_score = _Acc(), _Acc(), _Acc(), _Acc()
+    init_roll, init_score, edits, cand_score, published = _Acc(), _Acc(), _Acc(), _Acc(), _Acc()
     train_row_tokens, rows = ZERO, ZERO
     for item in inputs.items:
         prompts = prompts_for(item.query or item.reference)
@@ -357,6 +358,9 @@ def plan(inputs: PlanInputs, gen_count: TokenCounter, scorer_count: TokenCounter
         init_roll.add(n, n * p0, n * z)
         init_calls = n * Range(0, beh.searched_share, 1)
         init_score.add(init_calls, init_calls * (c0 + z), ZERO, init_calls * scored_per_call)
+        if item.published_thinking:  # scored beside z0 with z0's prompt
+            published.add(init_calls, init_calls * (c0 + Range.of(scorer_count(item.published_thinking))), ZERO,
+                          init_calls * scored_per_call)
         edit_calls = n * steps
         edits.add(edit_calls, edit_calls * (e0 + z), edit_calls * (K * e))
         cand_calls = edit_calls * Range(K, K * beh.scorable_share, K)
@@ -383,6 +387,12 @@ def plan(inputs: PlanInputs, gen_count: TokenCounter, scorer_count: TokenCounter
             "low": "every rollout is rejected before scoring (under the token floor, or one segment)",
             "expected": f"{beh.searched_share:.0%} of rollouts pass the floor and split into 2+ segments; rejected ones "
                         "are not scored", "high": "every rollout is scored, thinking at max_tokens"}, scored=True)
+        with_published = sum(1 for i in inputs.items if i.published_thinking)
+        if with_published:
+            line("refinement", "published scoring", "scorer", published, {
+                "low": "every rollout is rejected before scoring", "high": "every rollout is scored",
+                "expected": f"the source's own thinking of {with_published} of {items} items is scored once per "
+                            f"scored rollout, as z0 is ({beh.searched_share:.0%} of rollouts)"}, scored=True)
         line("refinement", "edit steps", "generator", edits, {
             "low": "every item stops at its initial score (0 steps)",
             "expected": f"searched rollouts take min(max_step {search['max_step']}, segments of a "
@@ -699,10 +709,13 @@ def actual_from_lineage(queries: Iterable[Mapping[str, Any]], trajectories: Iter
         initial_scored = 1 if trace.get("initial_score") is not None else 0
         add(("refinement", "initial rollout", "generator"), 1, None, trace.get("initial_tokens") or 0)
         add(("refinement", "initial scoring", "scorer"), initial_scored, None, 0, initial_scored * per_call)
+        published_scored = 1 if trace.get("published_score") is not None else 0
+        if published_scored:
+            add(("refinement", "published scoring", "scorer"), 1, None, 0, per_call)
         steps = trace.get("steps") or []
         add(("refinement", "edit steps", "generator"), len(steps), None,
             sum(c.get("completion_tokens") or 0 for s in steps for c in s["candidates"]))
-        cand = scorer_calls - initial_scored
+        cand = scorer_calls - initial_scored - published_scored
         add(("refinement", "candidate scoring", "scorer"), cand, None, 0, cand * per_call)
         for k, col in (("prompt_tokens", "prompt_tokens"), ("completion_tokens", "completion_tokens"),
                        ("generator_calls", "generator_calls"), ("scorer_calls", "scorer_calls"), ("scored", "scored_tokens")):

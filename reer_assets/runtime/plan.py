@@ -94,7 +94,8 @@ def domain_items(domains: Sequence[str] | None = None) -> tuple[list[str], list[
         frame = ingest_domain(name, spec, cleaning, config_hash({**cleaning.to_dict(), "languages": allowed}),
                               source_places())
         for row in frame.filter(frame["status"] == "accepted").iter_rows(named=True):
-            items.append(P.PlanItem(reference=row["text"], query=row.get("given_request") or None, domain=name))
+            items.append(P.PlanItem(reference=row["text"], query=row.get("given_request") or None, domain=name,
+                                    published_thinking=row.get("published_thinking") or None))
     return names, items
 
 
@@ -134,14 +135,12 @@ def build_plan(domains: Sequence[str] | None = None, profile: str | None = None,
                backends: dict[str, Any] | None = None) -> P.Plan:
     """The plan for ``domains`` (default: all configured) under ``profile``; ``items`` scales the per-item stages
     to that many items of the same mix; ``search`` overrides search settings (a run's recorded config)."""
-    from reer_assets.lib.profiles import PROFILES, profile_name
+    from reer_assets.lib.profiles import profile as resolved_profile, profile_name
 
     name = profile_name(profile)
-    prof = {k: (dict(v) if isinstance(v, dict) else v) for k, v in PROFILES[name].items()}
+    prof = {k: (dict(v) if isinstance(v, dict) else v) for k, v in resolved_profile(name).items()}
     if search:
         prof["search"] = {**prof["search"], **{k: v for k, v in search.items() if k in P_SEARCH_KEYS}}
-    prof["search"].setdefault("min_rollout_tokens", 100)
-    prof["search"].setdefault("min_segment_chars", 100)
     roles, specs = role_specs(backends)
     names, plan_items = domain_items(domains)
     bench, held = bench_items(prof, names)

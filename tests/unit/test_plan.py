@@ -67,6 +67,28 @@ def test_high_bound_is_the_hand_count():
 
 
 @pytest.mark.timeout(60)
+def test_a_published_thinking_costs_one_scorer_call_per_scored_rollout():
+    """The search scores a source's own thinking once beside z0, with z0's prompt: planned, and read back."""
+    published = "First the ledger, then the nameless ship, then the clerk's smile."
+    query = "Write a short story about a lighthouse ledger."
+    count = P.TokenCounter()
+    items = [P.PlanItem(REF, query, "d", published_thinking=published), P.PlanItem(REF, query, "d")]
+    plan = P.plan(P.PlanInputs(items=items, profile=PROFILE, roles=ROLES, stages=("refinement",)), count, count)
+    line = by_step(plan)["published scoring"]
+    assert line.role == "scorer" and line.calls.high == 1 and line.calls.low == 0  # one item has one, R = 1
+    score_context = count(P.render_chat(ENGLISH.inference_messages(""), THINK_OPEN) + THINK_CLOSE + ANSWER_OPEN + REF)
+    assert line.prompt_tokens.high == score_context + count(published) + count(query)
+    assert line.scored_tokens.high == count(REF[REF.index("\n\nOne winter"):])
+    assert "published scoring" not in by_step(hand_plan())  # no source thinking, no line
+    # lineage: a trace with a published score had one scorer call for it, not a candidate
+    trace = {"initial_score": 1.0, "published_score": 1.2, "initial_tokens": 10, "steps": []}
+    actual = P.actual_from_lineage([], [{"status": "ok", "trace_json": json.dumps(trace), "scorer_calls": 2,
+                                         "scored_tokens": 40}])
+    assert actual[("refinement", "published scoring", "scorer")]["calls"] == 1
+    assert actual[("refinement", "candidate scoring", "scorer")]["calls"] == 0
+
+
+@pytest.mark.timeout(60)
 def test_expected_bound_follows_the_behaviour():
     beh = P.Behaviour(thinking_tokens=200, edit_tokens=80, searched_share=0.5, segment_chars=100, scorable_share=1.0)
     lines = by_step(hand_plan(behaviour=beh))
