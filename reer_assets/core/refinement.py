@@ -62,6 +62,24 @@ class SearchConfig:
     def to_dict(self) -> dict:
         return asdict(self)
 
+    @classmethod
+    def from_dict(cls, settings: dict) -> "SearchConfig":
+        """The defaults above overlaid by ``settings`` (a profile's differences, a run's overrides); an unknown
+        key is an error."""
+        return cls(**settings)
+
+    def identity(self) -> dict:
+        """The settings as a config hash reads them: every field, less those added after the first hashes were
+        recorded (:data:`HASHED_ONLY_OFF_DEFAULT`) while they hold their defaults, so a run's hash stays what
+        it was."""
+        defaults = SearchConfig()
+        return {k: v for k, v in asdict(self).items()
+                if k not in HASHED_ONLY_OFF_DEFAULT or v != getattr(defaults, k)}
+
+
+# fields a config hash holds only when they depart from their default (README: reuse; docs/algorithm.md)
+HASHED_ONLY_OFF_DEFAULT = ("min_rollout_tokens", "min_segment_chars", "clip_min", "clip_max")
+
 
 @dataclass(frozen=True)
 class SearchItem:

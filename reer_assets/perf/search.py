@@ -140,7 +140,7 @@ def bench_dagster(args) -> dict:
     dagster_walls, direct_walls, same = [], [], True
     seed = args.seed
     for repeat in range(args.repeats):
-        search = SearchRunConfig(num_rollouts=args.rollouts, seed=seed).search_config()
+        search = SearchRunConfig(num_rollouts=args.rollouts, seed=seed).search_config().to_dict()
         direct_dir = Path(tempfile.mkdtemp(prefix="reer-bench-direct-"))
         outputs = {name: str(direct_dir / "out" / f"{name}.parquet")
                    for name in ("trajectories", "search_steps", "candidates")}

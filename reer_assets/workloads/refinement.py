@@ -16,6 +16,7 @@ import hashlib
 import threading
 import time
 from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -31,6 +32,48 @@ from reer_assets.lib import prompt_sets, storage
 from reer_assets.workloads.common import Extras, ItemCheckpoints, Log, pipes_main, quiet_libraries
 
 
+@dataclass(frozen=True)
+class SearchExtras:
+    """The search workload's extras, typed: the asset builds one and sends :meth:`to_json` across Pipes; the
+    workload reads it back with :meth:`from_json` (the JSON layout is the module docstring's)."""
+
+    queries: str
+    work: str
+    search: SearchConfig
+    seed: int
+    config_hash: str
+    generator_id: str
+    scorer_id: str
+    item_concurrency: int | None = None
+    prompt_set: dict | None = None  # prompt_sets.extras(): the whole prompt set, under its EXTRAS_KEY
+    outputs: dict[str, str] | None = None
+    shard: dict | None = None  # {index, count}
+
+    def to_json(self) -> Extras:
+        out: Extras = {"queries": self.queries, "work": self.work,
+                       "config": {"search": self.search.to_dict(), "seed": self.seed,
+                                  "item_concurrency": self.item_concurrency},
+                       "config_hash": self.config_hash, "generator_id": self.generator_id, "scorer_id": self.scorer_id}
+        if self.prompt_set is not None:
+            out[prompt_sets.EXTRAS_KEY] = self.prompt_set
+        if self.outputs is not None:
+            out["outputs"] = dict(self.outputs)
+        if self.shard is not None:
+            out["shard"] = dict(self.shard)
+        return out
+
+    @classmethod
+    def from_json(cls, extras: Extras) -> "SearchExtras":
+        cfg = extras["config"]
+        return cls(extras["queries"], extras["work"], SearchConfig.from_dict(cfg["search"]), cfg["seed"],
+                   extras["config_hash"], extras["generator_id"], extras["scorer_id"], cfg.get("item_concurrency"),
+                   extras.get(prompt_sets.EXTRAS_KEY), extras.get("outputs"), extras.get("shard"))
+
+    @property
+    def models(self) -> tuple[str, str]:
+        return self.generator_id, self.scorer_id
+
+
 def trajectory_id(query_row: dict[str, Any], rollout: int, config_hash: str, models: tuple[str, str]) -> str:
     return stable_id("traj", query_row["id"], rollout, config_hash, *models)
 
@@ -42,26 +85,24 @@ def shard_of(query_id: str, count: int) -> int:
     return int.from_bytes(hashlib.sha256(query_id.encode("utf-8")).digest()[:8], "big") % count
 
 
-def item_jobs(extras: Extras, queries: pl.DataFrame | None = None) -> list[tuple[int, dict, int, str]]:
+def item_jobs(extras: SearchExtras, queries: pl.DataFrame | None = None) -> list[tuple[int, dict, int, str]]:
     """``(position, query row, rollout, trajectory id)`` of every item this run searches: each accepted
-    query x rollout, in query order, only those of ``extras["shard"]`` when it is set. The position is
+    query x rollout, in query order, only those of ``extras.shard`` when it is set. The position is
     the item's place in the whole partition (so shards combine in the order one run would write)."""
     if queries is None:
-        queries = storage.read_parquet(extras["queries"]).filter(pl.col("status") == "accepted")
-    rollouts = SearchConfig(**extras["config"]["search"]).num_rollouts
-    models = (extras["generator_id"], extras["scorer_id"])
-    shard = extras.get("shard") or {"index": 0, "count": 1}
-    return [(k, query_row, rollout, trajectory_id(query_row, rollout, extras["config_hash"], models))
+        queries = storage.read_parquet(extras.queries).filter(pl.col("status") == "accepted")
+    shard = extras.shard or {"index": 0, "count": 1}
+    return [(k, query_row, rollout, trajectory_id(query_row, rollout, extras.config_hash, extras.models))
             for k, (query_row, rollout) in enumerate(
-                (q, r) for q in queries.iter_rows(named=True) for r in range(rollouts))
+                (q, r) for q in queries.iter_rows(named=True) for r in range(extras.search.num_rollouts))
             if shard_of(query_row["id"], int(shard["count"])) == int(shard["index"])]
 
 
-def recover_shard(extras: Extras, error: BaseException) -> tuple[list[dict], int]:
+def recover_shard(extras: SearchExtras, error: BaseException) -> tuple[list[dict], int]:
     """The rows of a shard whose run failed (killed, crashed, lost its machine): each of its items that
     was checkpointed, as it was saved, and every other one as a ``failed`` row with the error's class
     (retried by the next run). Returns the rows in item order and how many came from checkpoints."""
-    checkpoints = ItemCheckpoints(Path(extras["work"]) / "items")
+    checkpoints = ItemCheckpoints(Path(extras.work) / "items")
     rows, recovered = [], 0
     for _, query_row, rollout, traj_id in item_jobs(extras):
         saved = checkpoints.load(traj_id) if checkpoints.has(traj_id) else None
@@ -69,7 +110,7 @@ def recover_shard(extras: Extras, error: BaseException) -> tuple[list[dict], int
             rows.append(saved)
             recovered += 1
         else:
-            rows.append(failed_row(query_row, traj_id, rollout, error, extras["config_hash"]))
+            rows.append(failed_row(query_row, traj_id, rollout, error, extras.config_hash))
     return rows, recovered
 
 
@@ -123,11 +164,11 @@ class ItemSearcher:
         (self.calls_dir / f"{traj_id}.jsonl").unlink(missing_ok=True)
 
 
-def item_concurrency(cfg: dict, gen_spec, scorer_spec) -> int:
+def item_concurrency(configured: int | None, gen_spec, scorer_spec) -> int:
     """Items searched at once: the configured number, else the HTTP in-flight limit when both
     roles are remote (their calls wait on the network), else one (a local model is busy)."""
-    if cfg.get("item_concurrency"):
-        return int(cfg["item_concurrency"])
+    if configured:
+        return int(configured)
     if gen_spec.backend == scorer_spec.backend == "openai":
         return min(gen_spec.max_in_flight, scorer_spec.max_in_flight)
     return 1
@@ -138,15 +179,15 @@ def run(extras: Extras, log: Log) -> dict:
     from reer_assets.backends.config import BackendSpec, load_generator, load_scorer
 
     quiet_libraries()
-    cfg = extras["config"]
-    search_config = SearchConfig(**cfg["search"])
-    queries = storage.read_parquet(extras["queries"]).filter(pl.col("status") == "accepted")
-    work = Path(extras["work"])
+    typed = SearchExtras.from_json(extras)
+    search_config = typed.search  # built once, here
+    queries = storage.read_parquet(typed.queries).filter(pl.col("status") == "accepted")
+    work = Path(typed.work)
     checkpoints = ItemCheckpoints(work / "items")
     gen_spec, scorer_spec = BackendSpec.from_env("generator"), BackendSpec.from_env("scorer")
-    jobs = item_jobs(extras, queries)
-    if extras.get("shard"):
-        log(f"shard {extras['shard']['index'] + 1} of {extras['shard']['count']}: {len(jobs)} items")
+    jobs = item_jobs(typed, queries)
+    if typed.shard:
+        log(f"shard {typed.shard['index'] + 1} of {typed.shard['count']}: {len(jobs)} items")
     results: dict[int, dict] = {}
     counts = {"made": 0, "reused": 0, "failed": 0}
     lock = threading.Lock()
@@ -163,11 +204,11 @@ def run(extras: Extras, log: Log) -> dict:
     if todo and gen_spec.batch:  # REER_GENERATOR_BATCH=1: the initial rollouts as one batch, into the call caches
         from reer_assets.workloads.batch_rollouts import prefill_initial_rollouts
 
-        batch_stats = prefill_initial_rollouts(todo, extras, search_config, cfg["seed"], gen_spec, log)
+        batch_stats = prefill_initial_rollouts(todo, extras, search_config, typed.seed, gen_spec, log)
     searcher, start_error = None, None
     if todo:
         try:
-            searcher = ItemSearcher(load_generator(gen_spec), load_scorer(scorer_spec), search_config, cfg["seed"],
+            searcher = ItemSearcher(load_generator(gen_spec), load_scorer(scorer_spec), search_config, typed.seed,
                                     work / "calls")
         except Exception as exc:
             if not getattr(exc, "error_class", None):
@@ -186,13 +227,13 @@ def run(extras: Extras, log: Log) -> dict:
             trace = searcher.run(SearchItem(query_row["id"], query_row["query"], query_row["reference"],
                                             published_thinking=query_row.get("published_thinking")), rollout, traj_id)
         except Exception as exc:  # recorded as failed, retried by the next run
-            row = failed_row(query_row, traj_id, rollout, exc, extras["config_hash"])
+            row = failed_row(query_row, traj_id, rollout, exc, typed.config_hash)
             with lock:
                 results[k] = row
                 counts["failed"] += 1
                 log(f"{query_row['document_id']} rollout {rollout}: FAILED {row['reject_reason']}")
             return
-        row = trajectory_row(query_row, traj_id, trace, extras["config_hash"], time.perf_counter() - t0)
+        row = trajectory_row(query_row, traj_id, trace, typed.config_hash, time.perf_counter() - t0)
         checkpoints.save(traj_id, row)
         searcher.forget(traj_id)
         with lock:
@@ -201,7 +242,7 @@ def run(extras: Extras, log: Log) -> dict:
             log(f"{query_row['document_id']} rollout {rollout}: {trace.status} "
                 f"{trace.initial_score} -> {trace.final_score} in {row['seconds']:.1f}s")
 
-    concurrency = item_concurrency(cfg, gen_spec, scorer_spec)
+    concurrency = item_concurrency(typed.item_concurrency, gen_spec, scorer_spec)
     if concurrency <= 1:
         for job in todo:
             search_one(job)
@@ -213,7 +254,7 @@ def run(extras: Extras, log: Log) -> dict:
     frame = TRAJECTORIES.frame(rows)
     steps, candidates = explode(rows)
     for name, table in (("trajectories", frame), ("search_steps", steps), ("candidates", candidates)):
-        storage.write_parquet(table, extras["outputs"][name])
+        storage.write_parquet(table, typed.outputs[name])
     calls = searcher.model_calls if searcher else {"generator": 0, "scorer": 0, "cache_hits": 0}
     summary = {"rows": frame.height, **counts, "item_concurrency": concurrency, "generator_calls": calls["generator"],
                "scorer_calls": calls["scorer"], "cache_hits": calls["cache_hits"],
@@ -222,7 +263,7 @@ def run(extras: Extras, log: Log) -> dict:
         from reer_assets.backends.openai_compat import http_usage
 
         summary.update(http_usage(searcher.generator, searcher.scorer))
-    return {**summary, "shard": extras["shard"]} if extras.get("shard") else summary
+    return {**summary, "shard": typed.shard} if typed.shard else summary
 
 
 if __name__ == "__main__":

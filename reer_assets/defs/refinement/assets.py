@@ -5,13 +5,10 @@ once, combined into the partition's outputs. docs/scale.md, "Shards".
 """
 
 
-import shutil
 import time
 from collections import Counter
 from concurrent.futures import ThreadPoolExecutor
-from dataclasses import dataclass
-from pathlib import Path
-from typing import Any, Optional
+from typing import Optional
 
 import dagster as dg
 import polars as pl
@@ -19,7 +16,6 @@ import polars as pl
 from reer_assets.core.ids import config_hash
 from reer_assets.lib.domains import domain_shards
 from reer_assets.core.refinement import SearchConfig
-from reer_assets.core.schemas import TRAJECTORIES
 from reer_assets.defs.automation import after_upstream
 from reer_assets.defs.partitions import domain_partitions
 from reer_assets.defs.resources import LineageResource, ModelBackendResource, WorkloadRunner
@@ -29,7 +25,8 @@ from reer_assets.lib.metadata import counts_table, histogram, md_table, mean, pr
 from reer_assets.lib.plots import gain_by_position, markdown_image, score_distributions
 from reer_assets.lib.profiles import profile_name
 from reer_assets.lib.run_config import NucleusSamplingConfig, SeedConfig
-from reer_assets.workloads.refinement import error_class_of, explode, item_jobs, recover_shard
+from reer_assets.workloads.refinement import SearchExtras
+from reer_assets.workloads.refinement_shards import ShardRun, combine_shards, shard_runs
 
 SEARCH_FIELDS = {f for f in SearchConfig.__dataclass_fields__}
 
@@ -49,9 +46,10 @@ class SearchRunConfig(NucleusSamplingConfig, SeedConfig):
     # a folder of the official REER code's output files: imported instead of searched (docs/interop.md)
     official_outputs: Optional[str] = None
 
-    def search_config(self) -> dict:
-        """The SearchConfig fields (profile section with this run's overrides)."""
-        return {k: v for k, v in self.resolved().items() if k in SEARCH_FIELDS}
+    def search_config(self) -> SearchConfig:
+        """The search settings: the profile's (SearchConfig's defaults overlaid by the profile) with this run's
+        overrides."""
+        return SearchConfig.from_dict({k: v for k, v in self.resolved().items() if k in SEARCH_FIELDS})
 
 
 def failure_message(domain: str, frame: pl.DataFrame, bound: float, failed_shards: list[dict] | None = None) -> str:
@@ -108,41 +106,8 @@ def gain_metadata(domain: str, trajectories: pl.DataFrame, steps: pl.DataFrame) 
 
 # --- shards: one workload run per shard, at once, combined into the partition's outputs -----------------
 
-class ShardFailed(Exception):
-    """A shard's workload run failed (its process killed, its Ray job or pod lost, a crash); its items
-    that were not checkpointed are recorded as failed rows with the run's error class."""
-
-    def __init__(self, index: int, count: int, mode: str, error: BaseException):
-        self.error_class = error_class_of(error)
-        super().__init__(f"shard {index + 1} of {count} ({mode} runner): {str(error)[:400]}")
-
-
-@dataclass
-class ShardRun:
-    index: int
-    count: int
-    extras: dict[str, Any]
-    summary: Optional[dict[str, Any]] = None
-    error: Optional[BaseException] = None
-
-
 def shard_failure_line(shard: dict) -> str:
     return f"Shard {shard['shard']} of {shard['of']} failed: {shard['error_class']}: {shard['error'][:300]}"
-
-
-def shard_runs(base: dict[str, Any], paths: dict[str, Path], count: int) -> list[ShardRun]:
-    """The runs of a partition: one shard writes the registered outputs itself; N shards each write
-    theirs under ``<work>/shards/<i>-of-<N>/`` (cleared first) and :func:`combine_shards` merges them.
-    The work folder, with the per-item checkpoints, is the same for every shard and shard count."""
-    if count == 1:
-        return [ShardRun(0, 1, {**base, "outputs": {name: str(path) for name, path in paths.items()}})]
-    runs = []
-    for index in range(count):
-        folder = Path(base["work"]) / "shards" / f"{index}-of-{count}"
-        shutil.rmtree(folder, ignore_errors=True)
-        runs.append(ShardRun(index, count, {**base, "shard": {"index": index, "count": count},
-                                            "outputs": {name: str(folder / f"{name}.parquet") for name in paths}}))
-    return runs
 
 
 def run_shards(context: dg.AssetExecutionContext, runner: WorkloadRunner, runs: list[ShardRun],
@@ -152,11 +117,11 @@ def run_shards(context: dg.AssetExecutionContext, runner: WorkloadRunner, runs: 
 
     def one(shard: ShardRun) -> None:
         try:
-            shard.summary = runner.run(context, "refinement", shard.extras, env)
+            shard.summary = runner.run(context, "refinement", shard.extras.to_json(), env)
         except Exception as exc:  # noqa: BLE001 (any failure of one shard; the others go on)
             shard.error = exc
             context.log.error(f"[{context.partition_key}] shard {shard.index + 1} of {shard.count} failed: "
-                              f"{error_class_of(exc)}: {str(exc)[:400]}")
+                              f"{shard.error_class}: {str(exc)[:400]}")
 
     if len(runs) > 1 and runner.concurrent:
         pool = ThreadPoolExecutor(max_workers=len(runs), thread_name_prefix="reer-shard")
@@ -174,45 +139,6 @@ def run_shards(context: dg.AssetExecutionContext, runner: WorkloadRunner, runs: 
     else:
         for shard in runs:
             one(shard)
-
-
-def combine_shards(runs: list[ShardRun], paths: dict[str, Path], base: dict[str, Any], mode: str,
-                   seconds: float) -> dict[str, Any]:
-    """Write the partition's outputs from its shards: each finished shard's rows, and for a failed shard
-    its checkpointed items plus a failed row for each of the others; in the order one run writes them.
-    Returns the combined workload summary (sums, and one entry per shard in ``shard_runs``)."""
-    rows: list[dict] = []
-    per_shard, totals = [], Counter()
-    for shard in runs:
-        if shard.error is None:
-            mine = storage.read_parquet(shard.extras["outputs"]["trajectories"]).to_dicts()
-            summary = shard.summary or {}
-            totals.update({k: int(summary.get(k) or 0) for k in
-                           ("made", "reused", "generator_calls", "scorer_calls", "cache_hits")})
-            entry = {"shard": shard.index + 1, "of": shard.count, "status": "ok", "items": len(mine),
-                     **{k: summary.get(k) for k in ("made", "reused", "failed", "seconds")}}
-        else:
-            failure = ShardFailed(shard.index, shard.count, mode, shard.error)
-            mine, recovered = recover_shard(shard.extras, failure)
-            totals["recovered"] += recovered
-            entry = {"shard": shard.index + 1, "of": shard.count, "status": "failed", "items": len(mine),
-                     "recovered": recovered, "failed": len(mine) - recovered,
-                     "error_class": failure.error_class, "error": str(failure)}
-        per_shard.append(entry)
-        rows.extend(mine)
-    order = {traj_id: k for k, _, _, traj_id in item_jobs({**base, "shard": None})}
-    rows.sort(key=lambda row: order.get(row["id"], len(order)))
-    frame = TRAJECTORIES.frame(rows)
-    steps, candidates = explode(rows)
-    for name, table in (("trajectories", frame), ("search_steps", steps), ("candidates", candidates)):
-        storage.write_parquet(table, paths[name])
-    concurrency = max((int((s.summary or {}).get("item_concurrency") or 0) for s in runs), default=0)
-    return {"rows": frame.height, "made": totals["made"], "reused": totals["reused"],
-            "failed": int((frame["status"] == "failed").sum()) if frame.height else 0,
-            "recovered": totals["recovered"], "item_concurrency": concurrency,
-            "generator_calls": totals["generator_calls"], "scorer_calls": totals["scorer_calls"],
-            "cache_hits": totals["cache_hits"], "seconds": round(seconds, 2), "shards": len(runs), "runner": mode,
-            "shard_runs": per_shard}
 
 
 @dg.asset(
@@ -254,21 +180,18 @@ def refined_trajectories(
     models = (generator.model_id(), scorer.model_id())
     # concurrency changes how fast, never what: it stays out of the ids
     prompt_set = prompt_sets.from_settings()  # REER_PROMPTS: in the hash (so in ids and the fingerprint), text to the workload
-    cfg_hash = config_hash({"search": search, "seed": config.seed, "models": models, "prompts": prompt_set.identity})
+    cfg_hash = config_hash({"search": search.identity(), "seed": config.seed, "models": models, "prompts": prompt_set.identity})
 
     # the shard count too changes how fast, never what: in no id, config hash or fingerprint
     shards = domain_shards(domain)
 
     def search_items(paths):
-        base = {
-            "queries": str(storage.output_path("synthesized_queries", "queries", domain)),
-            "work": str(storage.work_dir("refined_trajectories", domain, cfg_hash)),
-            "config": {"search": search, "seed": config.seed, "item_concurrency": config.item_concurrency},
-            "config_hash": cfg_hash,
-            "generator_id": models[0],
-            "scorer_id": models[1],
-            **prompt_sets.extras(prompt_set),
-        }
+        base = SearchExtras(
+            queries=str(storage.output_path("synthesized_queries", "queries", domain)),
+            work=str(storage.work_dir("refined_trajectories", domain, cfg_hash)),
+            search=search, seed=config.seed, config_hash=cfg_hash, generator_id=models[0], scorer_id=models[1],
+            item_concurrency=config.item_concurrency,
+            prompt_set=prompt_sets.extras(prompt_set)[prompt_sets.EXTRAS_KEY])
         runner.check()  # a runner that lacks a setting fails here, not as N failed shards
         runs = shard_runs(base, paths, shards)
         if shards > 1:
