@@ -17,6 +17,8 @@ from __future__ import annotations
 import hashlib
 from typing import Any
 
+import polars as pl
+
 from reer_assets.core.prompts import prompts_for
 from reer_assets.core.protocols import Message
 
@@ -81,3 +83,15 @@ def check_template_keeps_reasoning(tokenizer: Any, messages: list[Message] | Non
             f"the chat template of {template_name(tokenizer)} does not keep the assistant turn as written "
             "(it drops or rewrites the <think> block), so fine-tuning on it would lose the thinking; "
             "use a template that renders assistant content verbatim")
+
+
+def to_chat(frame: pl.DataFrame) -> pl.DataFrame:
+    """Chat-format rows in the one inference format (``core.chat_format``): system, the standard
+    inference prompt for the query, and the assistant turn <think>…</think><answer>…</answer>."""
+    return frame.select(
+        "id", "domain", "trajectory_id", "document_id", "final_score",
+        pl.struct(["query", "thinking", "reference"]).map_elements(
+            lambda r: conversation(r["query"], r["thinking"], r["reference"]),
+            return_dtype=pl.List(pl.Struct({"role": pl.String, "content": pl.String})),
+        ).alias("messages"),
+    )

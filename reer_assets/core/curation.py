@@ -8,13 +8,18 @@ To add a filter, write a class with ``reason_or_none`` and append it in :func:`f
 
 from __future__ import annotations
 
+import json
 import re
 from collections import Counter
 from dataclasses import asdict, dataclass, field
 from difflib import SequenceMatcher
 from typing import Any, Protocol
 
+import polars as pl
+
+from reer_assets.core.ids import stable_id
 from reer_assets.core.language import ZH, cjk_share, length_units, prompt_language
+from reer_assets.core.schemas import DATASET_ROWS
 
 EN_CUES = ("hmm", "wait", "let me think", "alternatively", "maybe", "actually", "on second thought")
 ZH_CUES = ("嗯", "等等", "让我想想", "或者", "也许", "不对")
@@ -245,3 +250,45 @@ class NearDuplicateIndex:
             return hits[0]
         self._lsh.insert(key, m)
         return None
+
+
+# --- filtered_dataset's rows: the filter over a partition's trajectories ---------------------------------
+
+DATASET_COLUMNS = DATASET_ROWS.schema
+
+
+def filter_trajectories(trajectories: pl.DataFrame, config: FilterConfig, cfg_hash: str) -> pl.DataFrame:
+    """One dataset row per trajectory with all the reasons it fails; near-duplicates by MinHash."""
+    queries = NearDuplicateIndex(config.minhash_threshold, config.minhash_num_perm)
+    references = NearDuplicateIndex(config.minhash_threshold, config.minhash_num_perm)
+    rows = []
+    for t in trajectories.sort(["document_id", "rollout"]).iter_rows(named=True):
+        trace = json.loads(t["trace_json"]) if t.get("trace_json") else {"status": t["status"], "reject_reason": t["reject_reason"]}
+        thinking = t["final_thinking"] or ""
+        reasons = row_reasons(t["query"] or "", thinking, t["reference"] or "", trace, config)
+        if t["rollout"] == 0:  # later rollouts of one document share its query and reference
+            if (dup := queries.first_duplicate(t["id"], t["query"] or "")) is not None:
+                reasons.append(f"near_duplicate_query:{dup}")
+            if (dup := references.first_duplicate(t["id"], t["reference"] or "")) is not None:
+                reasons.append(f"near_duplicate_reference:{dup}")
+        rows.append({
+            "id": stable_id("row", t["id"], cfg_hash), "trajectory_id": t["id"], "query_id": t["query_id"],
+            "document_id": t["document_id"], "domain": t["domain"], "query": t["query"], "thinking": thinking,
+            "reference": t["reference"], "initial_score": t["initial_score"], "final_score": t["final_score"],
+            "status": "rejected" if reasons else "accepted", "reject_reasons": reasons, "config_hash": cfg_hash,
+        })
+    return keep_best_rollout(DATASET_ROWS.frame(rows))
+
+
+def keep_best_rollout(frame: pl.DataFrame) -> pl.DataFrame:
+    """With several rollouts of one query accepted, keep the lowest final score; reject the rest."""
+    accepted = frame.filter(pl.col("status") == "accepted").sort(["query_id", "final_score", "id"])
+    best = accepted.unique(subset="query_id", keep="first", maintain_order=True).select("query_id", pl.col("id").alias("best_id"))
+    flagged = frame.join(best, on="query_id", how="left").with_columns(
+        worse=(pl.col("status") == "accepted") & (pl.col("id") != pl.col("best_id")))
+    return flagged.with_columns(
+        status=pl.when(pl.col("worse")).then(pl.lit("rejected")).otherwise(pl.col("status")),
+        reject_reasons=pl.when(pl.col("worse"))
+        .then(pl.col("reject_reasons").list.concat(pl.concat_list(pl.concat_str(pl.lit("worse_rollout_than:"), pl.col("best_id")))))
+        .otherwise(pl.col("reject_reasons")),
+    ).select(list(DATASET_COLUMNS))

@@ -7,7 +7,8 @@ import polars as pl
 from reer_assets.core.chat_format import conversation
 from reer_assets.core.curation import FilterConfig
 from reer_assets.core.schemas import TRAJECTORIES
-from reer_assets.defs.curation.assets import filter_trajectories, to_chat
+from reer_assets.core.chat_format import to_chat
+from reer_assets.core.curation import filter_trajectories
 
 TRAJECTORY_SCHEMA = TRAJECTORIES.schema
 

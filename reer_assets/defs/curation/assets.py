@@ -1,17 +1,15 @@
 """filtered_dataset (per domain) and sft_dataset (all domains): the data a model is trained on."""
 
 
-import json
 from typing import Optional
 
 import dagster as dg
 import polars as pl
 
-from reer_assets.core.chat_format import conversation
-from reer_assets.core.curation import FilterConfig, NearDuplicateIndex, row_reasons
+from reer_assets.core.chat_format import to_chat
+from reer_assets.core.curation import FilterConfig, filter_trajectories
 from reer_assets.core.ids import config_hash, stable_id
 from reer_assets.lib.domains import domain_names
-from reer_assets.core.schemas import DATASET_ROWS
 from reer_assets.defs.automation import after_upstream
 from reer_assets.defs.partitions import domain_partitions
 from reer_assets.defs.resources import LineageResource
@@ -20,9 +18,6 @@ from reer_assets.lib import fingerprints, prompt_sets, storage
 from reer_assets.lib.dataset_card import render_card
 from reer_assets.lib.metadata import counts_table, mean, preview, reason_counts
 from reer_assets.lib.run_config import ProfiledConfig
-
-DATASET_COLUMNS = DATASET_ROWS.schema
-
 
 class FilterRunConfig(ProfiledConfig):
     """Filter thresholds; unset fields come from the profile's ``filters`` section (then FilterConfig defaults)."""
@@ -40,43 +35,6 @@ class FilterRunConfig(ProfiledConfig):
 
     def filter_config(self) -> FilterConfig:
         return FilterConfig(**self.resolved())
-
-
-def filter_trajectories(trajectories: pl.DataFrame, config: FilterConfig, cfg_hash: str) -> pl.DataFrame:
-    """One dataset row per trajectory with all the reasons it fails; near-duplicates by MinHash."""
-    queries = NearDuplicateIndex(config.minhash_threshold, config.minhash_num_perm)
-    references = NearDuplicateIndex(config.minhash_threshold, config.minhash_num_perm)
-    rows = []
-    for t in trajectories.sort(["document_id", "rollout"]).iter_rows(named=True):
-        trace = json.loads(t["trace_json"]) if t.get("trace_json") else {"status": t["status"], "reject_reason": t["reject_reason"]}
-        thinking = t["final_thinking"] or ""
-        reasons = row_reasons(t["query"] or "", thinking, t["reference"] or "", trace, config)
-        if t["rollout"] == 0:  # later rollouts of one document share its query and reference
-            if (dup := queries.first_duplicate(t["id"], t["query"] or "")) is not None:
-                reasons.append(f"near_duplicate_query:{dup}")
-            if (dup := references.first_duplicate(t["id"], t["reference"] or "")) is not None:
-                reasons.append(f"near_duplicate_reference:{dup}")
-        rows.append({
-            "id": stable_id("row", t["id"], cfg_hash), "trajectory_id": t["id"], "query_id": t["query_id"],
-            "document_id": t["document_id"], "domain": t["domain"], "query": t["query"], "thinking": thinking,
-            "reference": t["reference"], "initial_score": t["initial_score"], "final_score": t["final_score"],
-            "status": "rejected" if reasons else "accepted", "reject_reasons": reasons, "config_hash": cfg_hash,
-        })
-    return keep_best_rollout(DATASET_ROWS.frame(rows))
-
-
-def keep_best_rollout(frame: pl.DataFrame) -> pl.DataFrame:
-    """With several rollouts of one query accepted, keep the lowest final score; reject the rest."""
-    accepted = frame.filter(pl.col("status") == "accepted").sort(["query_id", "final_score", "id"])
-    best = accepted.unique(subset="query_id", keep="first", maintain_order=True).select("query_id", pl.col("id").alias("best_id"))
-    flagged = frame.join(best, on="query_id", how="left").with_columns(
-        worse=(pl.col("status") == "accepted") & (pl.col("id") != pl.col("best_id")))
-    return flagged.with_columns(
-        status=pl.when(pl.col("worse")).then(pl.lit("rejected")).otherwise(pl.col("status")),
-        reject_reasons=pl.when(pl.col("worse"))
-        .then(pl.col("reject_reasons").list.concat(pl.concat_list(pl.concat_str(pl.lit("worse_rollout_than:"), pl.col("best_id")))))
-        .otherwise(pl.col("reject_reasons")),
-    ).select(list(DATASET_COLUMNS))
 
 
 @dg.asset(
@@ -121,18 +79,6 @@ def filtered_dataset(context: dg.AssetExecutionContext, config: FilterRunConfig,
         "filter_config": filters.to_dict(),
         "preview": preview(frame, ["document_id", "status", "reject_reasons", "final_score", "thinking"]),
     })
-
-
-def to_chat(frame: pl.DataFrame) -> pl.DataFrame:
-    """Chat-format rows in the one inference format (``core.chat_format``): system, the standard
-    inference prompt for the query, and the assistant turn <think>…</think><answer>…</answer>."""
-    return frame.select(
-        "id", "domain", "trajectory_id", "document_id", "final_score",
-        pl.struct(["query", "thinking", "reference"]).map_elements(
-            lambda r: conversation(r["query"], r["thinking"], r["reference"]),
-            return_dtype=pl.List(pl.Struct({"role": pl.String, "content": pl.String})),
-        ).alias("messages"),
-    )
 
 
 @dg.asset(

@@ -5,7 +5,7 @@ import dagster as dg
 import polars as pl
 
 from reer_assets.lib.domains import domain_names
-from reer_assets.defs.curation.assets import DATASET_COLUMNS
+from reer_assets.core.curation import DATASET_COLUMNS
 from reer_assets.lib.storage import output_path, read_parquet
 
 
