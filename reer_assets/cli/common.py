@@ -3,8 +3,10 @@ configured generator and scorer, and the exit codes (the epilog of ``reer --help
 
 from __future__ import annotations
 
+import argparse
 import sys
 from pathlib import Path
+from typing import Any
 
 
 def read(path: str) -> str:
@@ -20,6 +22,19 @@ def backends():
     from reer_assets.backends.config import BackendSpec, load_generator, load_scorer
 
     return load_generator(BackendSpec.from_env("generator")), load_scorer(BackendSpec.from_env("scorer"))
+
+
+def add_profile_arg(parser: argparse.ArgumentParser, what: str) -> None:
+    """``--profile``, the same for every command: the run profile whose ``what`` are the defaults."""
+    parser.add_argument("--profile", help=f"the run profile whose {what} are the defaults (default: REER_PROFILE, "
+                        "else 'default'); the command's own options override them")
+
+
+def run_profile(args: argparse.Namespace) -> dict[str, Any]:
+    """The run profile a command uses: ``--profile``, else REER_PROFILE, else ``default`` (as the assets resolve it)."""
+    from reer_assets.lib.profiles import profile
+
+    return profile(getattr(args, "profile", None))
 
 
 EPILOG = """exit codes:

@@ -13,6 +13,7 @@ from __future__ import annotations
 import argparse
 import json
 
+from reer_assets.cli.common import add_profile_arg
 from reer_assets.core import plan as P
 from reer_assets.runtime.plan import build_plan, compare_runs
 
@@ -62,7 +63,7 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     p = subparsers.add_parser("plan", help="calls, tokens, device-hours and money a run will take, per stage and role "
                        "(docs/cost.md); --compare RUN_ID against what lineage recorded")
     p.add_argument("--domains", nargs="+", help="domains of domains.yaml (default: all)")
-    p.add_argument("--profile", help="run profile (default: REER_PROFILE, else default)")
+    add_profile_arg(p, "search, synthesis, training and evaluation settings")
     p.add_argument("--items", type=int, help="plan for this many items of the domains' mix instead of their count")
     p.add_argument("--throughput", help="throughput.yaml (default: REER_THROUGHPUT_FILE)")
     p.add_argument("--prices", help="prices.yaml (default: REER_PRICES_FILE)")

@@ -7,7 +7,7 @@ import argparse
 import json
 import time
 
-from reer_assets.cli.common import EPILOG, backends, err, read
+from reer_assets.cli.common import EPILOG, add_profile_arg, backends, err, read, run_profile
 
 
 def cmd_segment(args: argparse.Namespace) -> int:
@@ -66,7 +66,24 @@ def _search_items(args: argparse.Namespace) -> list:
     return items
 
 
-def rejection_advice(trace, config) -> str:
+def rejection_hints(reason: str, config, seed: int, given_thinking: bool = False) -> list[str]:
+    """What can help with an item the search rejected for ``reason``, what fits that reason first. A thinking
+    the user gave is not sampled: another seed or generator cannot change it."""
+    if reason == "initial_rollout_unsegmentable":  # a lower token floor cannot make one segment into two
+        hints = [f"--min-segment-chars {max(1, config.min_segment_chars // 2)} (close segments at shorter paragraphs)"]
+        if given_thinking:
+            return hints + ["a thinking of two or more paragraphs (a blank line between them)"]
+    elif reason == "initial_rollout_too_short":
+        hints = [f"--min-rollout-tokens {max(1, config.min_rollout_tokens // 2)} (accept shorter thinkings)",
+                 f"--max-tokens above {config.max_tokens} if the thinking was cut off"]
+    else:
+        hints = []
+    return hints + [f"another --seed (e.g. --seed {seed + 1})",
+                    "a stronger generator: REER_GENERATOR_BACKEND=openai with REER_GENERATOR_BASE_URL and "
+                    "REER_GENERATOR_MODEL (or REER_GENERATOR_BACKEND=hf|vllm with REER_GENERATOR_MODEL=PATH)"]
+
+
+def rejection_advice(trace, config, given_thinking: bool = False) -> str:
     """Why the search rejected an item's initial thinking, and what to try."""
     reason = trace.reject_reason or "rejected"
     if reason == "initial_rollout_too_short":
@@ -77,25 +94,8 @@ def rejection_advice(trace, config) -> str:
                f"paragraphs of {config.min_segment_chars}+ characters to rewrite")
     else:
         why = reason
-    if reason == "initial_rollout_unsegmentable":  # a lower token floor cannot make one segment into two
-        lower = f"--min-segment-chars {max(1, config.min_segment_chars // 2)} (close segments at shorter paragraphs)"
-    else:
-        lower = f"--min-rollout-tokens {max(1, config.min_rollout_tokens // 2)} (accept shorter thinkings)"
     return (f"reer: item {trace.item_id!r}: the initial thinking was rejected ({reason}): {why}.\n"
-            f"  try: {lower}; another --seed (e.g. --seed "
-            f"{trace.seed + 1}); or a stronger generator: REER_GENERATOR_BACKEND=openai with REER_GENERATOR_BASE_URL "
-            f"and REER_GENERATOR_MODEL (or REER_GENERATOR_BACKEND=hf|vllm with REER_GENERATOR_MODEL=PATH)")
-
-
-def _profile_search(name: str | None) -> dict:
-    """The search settings of a profile (--profile, else REER_PROFILE, else default), as the assets use them."""
-    from dataclasses import fields
-
-    from reer_assets.core.refinement import SearchConfig
-    from reer_assets.lib.profiles import profile
-
-    known = {f.name for f in fields(SearchConfig)}
-    return {k: v for k, v in profile(name)["search"].items() if k in known}
+            f"  try: {'; or '.join(rejection_hints(reason, config, trace.seed, given_thinking))}")
 
 
 def cmd_search(args: argparse.Namespace) -> int:
@@ -109,7 +109,7 @@ def cmd_search(args: argparse.Namespace) -> int:
         "max_tokens": args.max_tokens, "min_rollout_tokens": args.min_rollout_tokens,
         "min_segment_chars": args.min_segment_chars,
     }.items() if v is not None}
-    config = SearchConfig(**{**_profile_search(args.profile), **overrides})
+    config = SearchConfig(**{**run_profile(args)["search"], **overrides})
     search = ReerSearch(generator, scorer, config, seed=args.seed)
     traces = []
     for item in progress.iterate(items, f"searching {len(items)} item{'s' * (len(items) > 1)}"):
@@ -119,7 +119,7 @@ def cmd_search(args: argparse.Namespace) -> int:
         err(f"{item.item_id}: search took {time.perf_counter() - started:.1f}s: {trace.status}, "
             f"score {trace.initial_score} -> {trace.final_score}")
         if trace.status != "ok":
-            err(rejection_advice(trace, config))
+            err(rejection_advice(trace, config, given_thinking=item.initial_thinking is not None))
     ok = sum(t.status == "ok" for t in traces)
     if args.items is None:
         print(traces[0].to_json(indent=2) if args.json else traces[0].final_thinking)
@@ -156,8 +156,7 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     search.add_argument("--seed", type=int, default=0)
     search.add_argument("--initial-thinking", help="file with a thinking to start from instead of sampling one "
                         "(it is segmented and searched as a sampled one)")
-    search.add_argument("--profile", help="the profile whose search settings are the defaults (default: "
-                        "REER_PROFILE, else 'default'); the flags below override them")
+    add_profile_arg(search, "search settings")
     search.add_argument("--min-segment-chars", type=int,
                         help="a paragraph closes a segment from this many characters (official: 100)")
     search.add_argument("--max-step", type=int)

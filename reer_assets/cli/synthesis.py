@@ -5,14 +5,13 @@ from __future__ import annotations
 import argparse
 import json
 
-from reer_assets.cli.common import err, read
+from reer_assets.cli.common import add_profile_arg, err, read, run_profile
 
 
 def cmd_synthesize_query(args: argparse.Namespace) -> int:
     from reer_assets.core.ingest.cleaning import detect_language, normalize_text
     from reer_assets.core.protocols import Sampling
     from reer_assets.core.synthesis import QueryQC, query_reasons
-    from reer_assets.lib.profiles import profile
 
     text = normalize_text(read(args.reference))
     language = detect_language(text)
@@ -23,7 +22,7 @@ def cmd_synthesize_query(args: argparse.Namespace) -> int:
         from reer_assets.backends.config import BackendSpec, load_generator
         from reer_assets.core.synthesis import synthesize_query
 
-        settings = {**profile(args.profile)["synthesis"],
+        settings = {**run_profile(args)["synthesis"],
                     **({"max_tokens": args.max_tokens} if args.max_tokens is not None else {})}
         sampling = Sampling(settings["temperature"], settings["top_p"], settings["top_k"], settings["max_tokens"])
         made = synthesize_query(load_generator(BackendSpec.from_env("generator")), text, sampling, seed=args.seed)
@@ -44,7 +43,7 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     synth.add_argument("--reference", required=True, help="file with the text")
     synth.add_argument("--query", help="check this given request instead of synthesizing one")
     synth.add_argument("--seed", type=int, default=0)
-    synth.add_argument("--profile", help="run profile for the sampling settings (default: REER_PROFILE or default)")
+    add_profile_arg(synth, "sampling settings")
     synth.add_argument("--max-tokens", type=int)
     synth.add_argument("--max-chars", type=int, default=600, help="longest acceptable request")
     synth.add_argument("--max-copy-chars", type=int, default=60, help="longest span the request may copy from the text")

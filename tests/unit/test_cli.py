@@ -89,6 +89,36 @@ def test_an_unsegmentable_thinking_is_rejected_with_advice_that_can_help(tmp_pat
     assert "--min-segment-chars 50" in search.stderr and "--min-rollout-tokens" not in search.stderr
 
 
+def test_each_reject_reason_gets_the_hints_that_can_help():
+    from reer_assets.cli.search import rejection_hints
+    from reer_assets.core.refinement import SearchConfig
+
+    config = SearchConfig(min_segment_chars=40, min_rollout_tokens=48, max_tokens=480)
+    split = rejection_hints("initial_rollout_unsegmentable", config, seed=4)
+    assert split[0].startswith("--min-segment-chars 20 ") and "another --seed (e.g. --seed 5)" in split
+    assert not any("--min-rollout-tokens" in h for h in split)  # a lower token floor cannot split a segment
+    given = rejection_hints("initial_rollout_unsegmentable", config, seed=4, given_thinking=True)
+    assert given[0] == split[0] and not any("--seed" in h or "GENERATOR" in h for h in given)  # not sampled
+    short = rejection_hints("initial_rollout_too_short", config, seed=0)
+    assert short[0].startswith("--min-rollout-tokens 24 ") and short[1].startswith("--max-tokens above 480")
+    assert not any("--min-segment-chars" in h for h in short)
+
+
+def test_every_command_with_a_profile_resolves_it_one_way(monkeypatch):
+    """--profile, else REER_PROFILE, else default: one option and one resolver for search, synthesis and plan."""
+    from reer_assets.cli.common import run_profile
+    from reer_assets.cli.main import build_parser
+    from reer_assets.lib.profiles import profile
+
+    parser = build_parser()
+    monkeypatch.setenv("REER_PROFILE", "demo")
+    for argv in (["search", "--query", "q"], ["synthesize-query", "--reference", "r"], ["plan"]):
+        args = parser.parse_args(argv)
+        assert run_profile(args) == profile("demo"), argv
+        assert run_profile(parser.parse_args([*argv, "--profile", "test"])) == profile("test"), argv
+    assert run_profile(parser.parse_args(["search", "--query", "q"]))["search"]["min_segment_chars"] == 40  # demo's
+
+
 def test_bad_lineage_sql_is_a_clear_error(tmp_path):
     out = reer("lineage", "sql", "SELECT no_such_column FROM trajectories", env={"REER_LINEAGE_DB": str(tmp_path / "l.duckdb")})
     assert out.returncode == 2 and "no_such_column" in out.stderr and "Traceback" not in out.stderr
