@@ -184,6 +184,16 @@ def decoded_lines(handle, encoding: str = "utf-8") -> Iterator[Line]:
         yield Line(number, text.rstrip("\r\n"), error)
 
 
+def jsonl_records(file: SourceFile, encoding: str,
+                  record: Callable[[str, str, dict[str, Any]], SourceRecord]) -> Iterator[SourceRecord]:
+    """Every non-blank line of a JSON-lines file as a record: ``record(uri, source_id, row)``, or the line's
+    read error (kept as a rejected record, never skipped)."""
+    with file.open_binary() as handle:
+        for line, row, error in json_lines(decoded_lines(handle, encoding)):
+            uri, source_id = f"{file.uri}#L{line}", f"L{line}"
+            yield SourceRecord(uri, "", source_id=source_id, read_error=error) if error else record(uri, source_id, row)
+
+
 def json_lines(lines: Iterable[Line]) -> Iterator[tuple[int, dict[str, Any], str | None]]:
     """(line number, object, error) per non-blank JSONL line; a bad line is an error, not the end."""
     for line in lines:

@@ -20,7 +20,7 @@ from __future__ import annotations
 
 from typing import Any, Iterator
 
-from reer_assets.core.ingest.readers.common import (SourceFile, SourceRecord, decoded_lines, field_value, json_lines,
+from reer_assets.core.ingest.readers.common import (SourceFile, SourceRecord, field_value, jsonl_records,
     read_files, require_path, resolve_options, text_value)
 from reer_assets.core.ingest.readers.reer import split_solution
 
@@ -58,12 +58,7 @@ def _read_file(file: SourceFile, opts: dict[str, Any]) -> Iterator[SourceRecord]
 
 
 def _jsonl(file: SourceFile, opts: dict[str, Any]) -> Iterator[SourceRecord]:
-    with file.open_binary() as handle:
-        for line, row, error in json_lines(decoded_lines(handle, opts["encoding"])):
-            if error:
-                yield SourceRecord(f"{file.uri}#L{line}", "", source_id=f"L{line}", read_error=error)
-            else:
-                yield row_record(file.uri, f"L{line}", row, opts)
+    yield from jsonl_records(file, opts["encoding"], lambda _, source_id, row: row_record(file.uri, source_id, row, opts))
 
 
 def _parquet(file: SourceFile, opts: dict[str, Any]) -> Iterator[SourceRecord]:

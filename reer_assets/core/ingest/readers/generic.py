@@ -10,7 +10,7 @@ from __future__ import annotations
 import re
 from typing import Any, Iterator
 
-from reer_assets.core.ingest.readers.common import (SourceFile, SourceRecord, decoded_lines, field_value, json_lines,
+from reer_assets.core.ingest.readers.common import (SourceFile, SourceRecord, field_value, jsonl_records,
     read_files, read_text_file, require_path, resolve_options, split_front_matter, text_value)
 
 DEFAULTS: dict[str, Any] = {
@@ -67,13 +67,7 @@ def _from_fields(uri: str, place: str, row: dict[str, Any], opts: dict[str, Any]
 
 
 def _jsonl(file: SourceFile, opts: dict[str, Any]) -> Iterator[SourceRecord]:
-    with file.open_binary() as handle:
-        for line, row, error in json_lines(decoded_lines(handle, opts["encoding"])):
-            uri = f"{file.uri}#L{line}"
-            if error:
-                yield SourceRecord(uri, "", source_id=f"L{line}", read_error=error)
-            else:
-                yield _from_fields(uri, f"L{line}", row, opts)
+    yield from jsonl_records(file, opts["encoding"], lambda uri, source_id, row: _from_fields(uri, source_id, row, opts))
 
 
 def _parquet(file: SourceFile, opts: dict[str, Any]) -> Iterator[SourceRecord]:

@@ -18,7 +18,7 @@ import json
 import re
 from typing import Any, Iterator
 
-from reer_assets.core.ingest.readers.common import (SourceFile, SourceRecord, decoded_lines, field_value, json_lines,
+from reer_assets.core.ingest.readers.common import (SourceFile, SourceRecord, field_value, jsonl_records,
     read_files, require_path, resolve_options, text_value)
 
 DEFAULTS: dict[str, Any] = {
@@ -81,12 +81,7 @@ def _read_file(file: SourceFile, opts: dict[str, Any]) -> Iterator[SourceRecord]
 
 
 def _read_lines(file: SourceFile, opts: dict[str, Any]) -> Iterator[SourceRecord]:
-    with file.open_binary() as handle:
-        for line, row, error in json_lines(decoded_lines(handle, opts["encoding"])):
-            if error:
-                yield SourceRecord(f"{file.uri}#L{line}", "", source_id=f"L{line}", read_error=error)
-            else:
-                yield _record(file, f"L{line}", row, opts)
+    yield from jsonl_records(file, opts["encoding"], lambda _, source_id, row: _record(file, source_id, row, opts))
 
 
 def _record(file: SourceFile, place: str, element: Any, opts: dict[str, Any]) -> SourceRecord:
