@@ -46,3 +46,26 @@ def explode(rows: list[dict]) -> tuple[pl.DataFrame, pl.DataFrame]:
                                    "completion_tokens": cand.completion_tokens, "skipped_reason": cand.skipped_reason,
                                    "accepted": step.choice == k})
     return SEARCH_STEPS.frame(steps), CANDIDATES.frame(candidates)
+
+
+def position_gains(trajectories: pl.DataFrame, steps: pl.DataFrame) -> pl.DataFrame:
+    """Score gain per segment position, from a partition's search steps (the same numbers as
+    ``sql/queries/search/1_gain_by_position.sql``): each step's gain is the best score before it
+    (the previous step's, else the initial score) minus the best score after it; steps are grouped
+    by where the rewritten segment sits in the initial thinking, in fifths (0 = the first 20%)."""
+    columns = {"position_fifth": pl.Int32, "steps": pl.UInt32, "accepted": pl.UInt32, "mean_gain": pl.Float64}
+    if steps.is_empty() or trajectories.is_empty():
+        return pl.DataFrame(schema=columns)
+    segments = trajectories.select(
+        pl.col("id").alias("trajectory_id"), "initial_score",
+        pl.col("trace_json").str.json_path_match("$.initial_segments").str.json_decode(pl.List(pl.String))
+        .list.len().alias("segments"))
+    joined = steps.join(segments, on="trajectory_id", how="inner").sort(["trajectory_id", "step_index"])
+    joined = joined.with_columns(
+        before=pl.col("best_score").shift(1).over("trajectory_id").fill_null(pl.col("initial_score")),
+        position_fifth=pl.min_horizontal(pl.lit(4), (5 * pl.col("step_index") / pl.max_horizontal(
+            pl.col("segments").fill_null(1), pl.lit(1))).floor()).cast(pl.Int32))
+    return (joined.group_by("position_fifth")
+            .agg(steps=pl.len(), accepted=pl.col("choice").is_not_null().sum().cast(pl.UInt32),
+                 mean_gain=(pl.col("before") - pl.col("best_score")).mean().round(5))
+            .sort("position_fifth").select(list(columns)))

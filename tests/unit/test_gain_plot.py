@@ -31,7 +31,7 @@ def frames():
 
 
 def test_position_gains_groups_steps_by_fifth_of_the_thinking():
-    from reer_assets.defs.refinement.assets import position_gains
+    from reer_assets.core.trajectories import position_gains
 
     gains = position_gains(*frames())
     rows = {r["position_fifth"]: r for r in gains.to_dicts()}

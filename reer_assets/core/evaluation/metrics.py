@@ -1,9 +1,12 @@
-"""Benchmark metrics that need no model: LongBench-Write length score and format adherence."""
+"""Benchmark metrics that need no model: LongBench-Write length score and format adherence, and their means
+per model, benchmark and domain (the benchmark_scores summary)."""
 
 from __future__ import annotations
 
 import re
 from dataclasses import dataclass
+
+import polars as pl
 
 
 def length_score(required: int, produced: int) -> float:
@@ -60,3 +63,15 @@ def check_format(output: str) -> FormatCheck:
         answer=answer,
         thinking=thinking,
     )
+
+
+def summary_table(frame: pl.DataFrame) -> pl.DataFrame:
+    """Mean metrics per model, benchmark and domain, plus an ``all`` row per model and benchmark."""
+    metrics = [pl.col("length_score").mean().round(1).alias("length_score"),
+               pl.col("format_ok").mean().round(3).alias("format_rate"),
+               pl.col("heldout_nll").mean().round(4).alias("heldout_nll"),
+               pl.col("heldout_nll_own_thinking").mean().round(4).alias("heldout_nll_own_thinking"),
+               pl.len().alias("items")]
+    per_domain = frame.group_by("model_label", "benchmark", "domain").agg(metrics)
+    overall = frame.group_by("model_label", "benchmark").agg(metrics).with_columns(pl.lit("all").alias("domain"))
+    return pl.concat([per_domain, overall.select(per_domain.columns)]).sort("model_label", "benchmark", "domain")

@@ -10,6 +10,7 @@ import polars as pl
 from reer_assets import settings as app_settings
 from reer_assets.core.evaluation.benchmarks import benchmark_specs
 from reer_assets.core.evaluation.judge import PROMPT_VERSION
+from reer_assets.core.evaluation.metrics import summary_table
 from reer_assets.core.ids import config_hash
 from reer_assets.defs.resources import LineageResource, ModelBackendResource, WorkloadRunner
 from reer_assets.defs.stage import run_stage
@@ -36,17 +37,6 @@ def answering_backend(generator: ModelBackendResource, backend: Optional[str], m
     spec = generator.spec()
     return {**spec.describe(), "backend": backend or spec.backend, "max_in_flight": max_in_flight or spec.max_in_flight}
 
-
-def summary_table(frame: pl.DataFrame) -> pl.DataFrame:
-    """Mean metrics per model, benchmark and domain, plus an ``all`` row per model and benchmark."""
-    metrics = [pl.col("length_score").mean().round(1).alias("length_score"),
-               pl.col("format_ok").mean().round(3).alias("format_rate"),
-               pl.col("heldout_nll").mean().round(4).alias("heldout_nll"),
-               pl.col("heldout_nll_own_thinking").mean().round(4).alias("heldout_nll_own_thinking"),
-               pl.len().alias("items")]
-    per_domain = frame.group_by("model_label", "benchmark", "domain").agg(metrics)
-    overall = frame.group_by("model_label", "benchmark").agg(metrics).with_columns(pl.lit("all").alias("domain"))
-    return pl.concat([per_domain, overall.select(per_domain.columns)]).sort("model_label", "benchmark", "domain")
 
 
 def judged_table(summary: dict) -> list[tuple]:

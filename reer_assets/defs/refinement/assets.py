@@ -14,13 +14,14 @@ import dagster as dg
 import polars as pl
 
 from reer_assets.core.ids import config_hash
-from reer_assets.lib.domains import domain_shards
 from reer_assets.core.refinement import SearchConfig
+from reer_assets.core.trajectories import position_gains
 from reer_assets.defs.automation import after_upstream
 from reer_assets.defs.partitions import domain_partitions
 from reer_assets.defs.resources import LineageResource, ModelBackendResource, WorkloadRunner
 from reer_assets.defs.stage import StageRun, run_stage, upstream
 from reer_assets.lib import prompt_sets, storage
+from reer_assets.lib.domains import domain_shards
 from reer_assets.lib.metadata import counts_table, histogram, md_table, mean, preview
 from reer_assets.lib.plots import gain_by_position, markdown_image, score_distributions
 from reer_assets.lib.profiles import profile_name
@@ -64,29 +65,6 @@ def failure_message(domain: str, frame: pl.DataFrame, bound: float, failed_shard
     return (f"[{domain}] {shards}{failed.height} of {frame.height} items failed, above max_failure_rate={bound}. "
             f"Most common error: {top} ({count} of {failed.height}), e.g. {example[:240]!r}. "
             "Finished items are checkpointed; the failed ones are retried on the next run.")
-
-
-def position_gains(trajectories: pl.DataFrame, steps: pl.DataFrame) -> pl.DataFrame:
-    """Score gain per segment position, from a partition's search steps (the same numbers as
-    ``sql/queries/search/1_gain_by_position.sql``): each step's gain is the best score before it
-    (the previous step's, else the initial score) minus the best score after it; steps are grouped
-    by where the rewritten segment sits in the initial thinking, in fifths (0 = the first 20%)."""
-    columns = {"position_fifth": pl.Int32, "steps": pl.UInt32, "accepted": pl.UInt32, "mean_gain": pl.Float64}
-    if steps.is_empty() or trajectories.is_empty():
-        return pl.DataFrame(schema=columns)
-    segments = trajectories.select(
-        pl.col("id").alias("trajectory_id"), "initial_score",
-        pl.col("trace_json").str.json_path_match("$.initial_segments").str.json_decode(pl.List(pl.String))
-        .list.len().alias("segments"))
-    joined = steps.join(segments, on="trajectory_id", how="inner").sort(["trajectory_id", "step_index"])
-    joined = joined.with_columns(
-        before=pl.col("best_score").shift(1).over("trajectory_id").fill_null(pl.col("initial_score")),
-        position_fifth=pl.min_horizontal(pl.lit(4), (5 * pl.col("step_index") / pl.max_horizontal(
-            pl.col("segments").fill_null(1), pl.lit(1))).floor()).cast(pl.Int32))
-    return (joined.group_by("position_fifth")
-            .agg(steps=pl.len(), accepted=pl.col("choice").is_not_null().sum().cast(pl.UInt32),
-                 mean_gain=(pl.col("before") - pl.col("best_score")).mean().round(5))
-            .sort("position_fifth").select(list(columns)))
 
 
 def gain_metadata(domain: str, trajectories: pl.DataFrame, steps: pl.DataFrame) -> dict:
