@@ -36,6 +36,8 @@ from dataclasses import dataclass
 from statistics import NormalDist
 from typing import Any, Mapping, Sequence
 
+import polars as pl
+
 from reer_assets.core.chat_format import conversation
 from reer_assets.core.ids import stable_id
 from reer_assets.core.markdown import markdown_table
@@ -62,6 +64,20 @@ def strip_reflection(text: str) -> str:
     the sentence. Everything else is kept as written."""
     text = _EN_CUES.sub(lambda m: m.group(1) + (m.group("next") or "").upper(), text)
     return _ZH_CUES.sub("", text)
+
+
+def accepted_with_traces(dataset: pl.DataFrame, trajectories: pl.DataFrame) -> tuple[list[dict], int]:
+    """The accepted rows of a filtered_dataset with their search traces and their query's ``published_thinking``
+    (carried onto refined_trajectories' rows from synthesized_queries, or from an official run's
+    ``old_solution``; NULL without one); and how many accepted rows had no trace."""
+    accepted = dataset.filter(pl.col("status") == "accepted").sort("id")
+    if "published_thinking" not in trajectories.columns:  # written before the column existed
+        trajectories = trajectories.with_columns(pl.lit(None, dtype=pl.String).alias("published_thinking"))
+    traces = trajectories.select(pl.col("id").alias("trajectory_id"), "trace_json", "published_thinking")
+    joined = accepted.join(traces, on="trajectory_id", how="left")
+    items = [{**row, "trace": SearchTrace.from_json(row["trace_json"])}
+             for row in joined.iter_rows(named=True) if row["trace_json"]]
+    return items, joined.height - len(items)
 
 
 def accepted_edits(trace: SearchTrace) -> int:

@@ -17,7 +17,6 @@ from reer_assets.core.evaluation.judge import PROMPT_VERSION
 from reer_assets.core.ids import config_hash, stable_id
 from reer_assets.lib.domains import domain_names
 from reer_assets.core.schemas import ABLATION_ROWS, EXPERIMENT_RESULTS, EXPERIMENTS
-from reer_assets.core.trace import SearchTrace
 from reer_assets.core.training import recipe
 from reer_assets.defs.evaluation.assets import answering_backend
 from reer_assets.defs.partitions import domain_partitions
@@ -59,19 +58,9 @@ class AblationDatasetConfig(SeedConfig, ProfiledConfig):
 
 
 def accepted_items(domain: str) -> tuple[list[dict], int]:
-    """The accepted rows of a domain's filtered_dataset with their search traces and their query's
-    ``published_thinking`` (carried onto refined_trajectories' rows from synthesized_queries, or from an
-    official run's ``old_solution``; NULL without one); and how many rows had no trace."""
-    dataset = storage.read_output("filtered_dataset", "dataset", domain)
-    accepted = dataset.filter(pl.col("status") == "accepted").sort("id")
-    trajectories = storage.read_output("refined_trajectories", "trajectories", domain)
-    if "published_thinking" not in trajectories.columns:  # written before the column existed
-        trajectories = trajectories.with_columns(pl.lit(None, dtype=pl.String).alias("published_thinking"))
-    traces = trajectories.select(pl.col("id").alias("trajectory_id"), "trace_json", "published_thinking")
-    joined = accepted.join(traces, on="trajectory_id", how="left")
-    items = [{**row, "trace": SearchTrace.from_json(row["trace_json"])}
-             for row in joined.iter_rows(named=True) if row["trace_json"]]
-    return items, joined.height - len(items)
+    """A domain's accepted items with their search traces (:func:`core.experiments.accepted_with_traces`)."""
+    return ex.accepted_with_traces(storage.read_output("filtered_dataset", "dataset", domain),
+                                   storage.read_output("refined_trajectories", "trajectories", domain))
 
 
 @dg.asset(
