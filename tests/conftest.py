@@ -20,6 +20,11 @@ if int(os.environ.get("PYTEST_XDIST_WORKER_COUNT", "1")) > 1:
     for _name in ("OMP_NUM_THREADS", "MKL_NUM_THREADS"):
         os.environ.setdefault(_name, "1")
 
+# The domain partitions are fixed when reer_assets.defs.partitions is first imported. Tests that point
+# REER_DOMAINS_FILE at a tiny domain (named after a bundled one) must not be the first to import it, or every
+# later test of that process would see one partition: fix them here, from the bundled domains.
+import reer_assets.defs.partitions  # noqa: E402,F401
+
 
 @pytest.fixture(scope="session")
 def embedded_path() -> Path:
