@@ -33,17 +33,20 @@ def upstream(stage):  # noqa: F811
     # What the toy model writes depends on this machine's build and on the document ids (which hash the
     # temporary source path), so search seeds are tried in turn until a trace has an accepted edit: the
     # random_edits check below needs one to mean anything.
+    # The edit must be on a row the filters accept (curation keeps one rollout per query), so the filter runs
+    # for each seed too, under filters the searched thinkings really pass (nothing rewrites its output).
     for seed in SEARCH_SEEDS:
         stage("refined_trajectories", config={**SEARCH, "seed": seed})
+        accepted = metadata(stage("filtered_dataset", config=RELAXED_FILTERS), "filtered_dataset")["accepted"]
         traces = pl.read_parquet(stage.root / "home/reer/assets/refined_trajectories" / DOMAIN / "trajectories.parquet")
-        if any(step.choice is not None for t in traces["trace_json"].drop_nulls()
+        dataset = pl.read_parquet(stage.root / "home/reer/assets/filtered_dataset" / DOMAIN / "dataset.parquet")
+        kept = set(dataset.filter(pl.col("status") == "accepted")["trajectory_id"])
+        if any(step.choice is not None for t in traces.filter(pl.col("id").is_in(list(kept)))["trace_json"].drop_nulls()
                for step in SearchTrace.from_json(t).steps):
             break
     else:
-        raise AssertionError(f"no search accepted an edit with any of the seeds {SEARCH_SEEDS}")
-    # filters under which the searched thinkings really pass (the filter runs; nothing rewrites its output)
-    accepted = metadata(stage("filtered_dataset", config=RELAXED_FILTERS), "filtered_dataset")["accepted"]
-    assert accepted >= 1  # the trace with an accepted edit above is an ok trajectory, so it passes
+        raise AssertionError(f"no accepted row's search accepted an edit with any of the seeds {SEARCH_SEEDS}")
+    assert accepted >= 1
     stage("base_model")
     return stage
 
