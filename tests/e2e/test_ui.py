@@ -318,7 +318,7 @@ def test_ui_shows_graph_partitions_funnel_plots_and_preview(ui, tmp_path):
                 if attempt == 5:
                     driver.save_screenshot(str(shots / "graph-timeout.png"))
                     raise
-        time.sleep(1.0)  # the layout animates into place
+        time.sleep(1.0)  # wait: the layout animates into place; no DOM event marks the end of the animation
         shot("asset-graph")
 
         # a partitioned asset's partition view: the domain, materialised, with the funnel and the preview

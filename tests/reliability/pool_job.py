@@ -25,7 +25,7 @@ def _hold_asset():
     @dg.asset(pool=pool, name=f"hold_{pool}")
     def hold() -> None:
         Path(marker).write_text(str(os.getpid()))
-        time.sleep(seconds)  # the held slot's work: the tests kill it, they never wait for it to end
+        time.sleep(seconds)  # wait: the held slot's work itself; the tests kill it, they never wait for it to end
 
     return hold
 

@@ -322,7 +322,7 @@ def _handler(server: FaultServer):
                 self._send(int(action), json.dumps(error).encode(), {"Retry-After": "0"} if action == "429" else None)
                 return
             if action == "slow":  # a slow model (or a stall past the client's timeout); no test times a kill on it
-                time.sleep(server.slow_s)
+                time.sleep(server.slow_s)  # wait: the injected slow answer itself (no test times anything on it)
             body = json.dumps(_ok_body(self.path, json.loads(raw), action, server.seeded)).encode()
             if action == "truncated":
                 body = body[: len(body) // 2]
