@@ -20,6 +20,7 @@ from reer_assets.defs.resources import LineageResource, ModelBackendResource, Wo
 
 DOMAIN = "education"  # a partition of the bundled domains; its source is replaced by two short pieces
 pytestmark = pytest.mark.model
+INVALID = "\ufffd"  # what a decoder writes for invalid UTF-8: the invalid_characters filter
 
 RUN_CONFIG = {
     # long enough for the toy model to write two paragraphs (a one-segment thinking is rejected before any step)
@@ -93,10 +94,11 @@ def test_refined_trajectories(stage):
         assert meta["dagster/row_count"] == 2 and meta["failed"] == 0
         assert meta["workload"]["made"] == 2 and meta["models"]["scorer"].startswith("reer-embedded-scorer:")
         searched = pl.read_parquet(stage.root / "home/reer/assets/refined_trajectories" / DOMAIN / "trajectories.parquet")
-        if (searched["status"] == "ok").any():
+        # the byte-level toy model can write invalid UTF-8 (U+FFFD), which the filters always reject
+        if ((searched["status"] == "ok") & ~searched["final_thinking"].str.contains(INVALID, literal=True)).any():
             break
     else:
-        raise AssertionError("no seed of 0-7 gave a search that kept an item")
+        raise AssertionError("no seed of 0-7 gave a search that kept an item with valid characters")
     again = metadata(stage("refined_trajectories", config={"seed": seed}), "refined_trajectories")
     assert again["reused"] is True and again["workload"] == meta["workload"]
 
@@ -117,10 +119,16 @@ def test_filtered_dataset_and_sft_dataset(stage):
     relaxed = metadata(stage("filtered_dataset", config=RELAXED_FILTERS), "filtered_dataset")
     assert relaxed["reused"] is False and relaxed["filter_config"]["min_thinking_units"] == 1
     searched = pl.read_parquet(folder / "refined_trajectories" / DOMAIN / "trajectories.parquet")
-    ok = int((searched["status"] == "ok").sum())
-    assert ok >= 1, "the search rejected every item: nothing downstream has rows to work with"
-    assert relaxed["accepted"] == ok and relaxed["rejected"] == 2 - ok  # exactly the trajectories the search kept
+    kept = searched.filter(pl.col("status") == "ok")
+    valid = kept.filter(~pl.col("final_thinking").str.contains(INVALID, literal=True))
+    ok = valid.height
+    assert ok >= 1, "the search kept no item with valid characters: nothing downstream has rows to work with"
+    # exactly the trajectories the search kept, but for invalid characters (no filter setting turns that off)
+    assert relaxed["accepted"] == ok and relaxed["rejected"] == 2 - ok, (relaxed, kept["final_thinking"].to_list())
     frame = pl.read_parquet(folder / "filtered_dataset" / DOMAIN / "dataset.parquet")
+    invalid = frame.filter(pl.col("trajectory_id").is_in(kept.filter(
+        pl.col("final_thinking").str.contains(INVALID, literal=True))["id"].implode()))
+    assert all(list(r) == ["invalid_characters"] for r in invalid["reject_reasons"]), invalid.to_dicts()
     rejected = frame.filter(pl.col("status") == "rejected")
     # a trajectory the search rejected carries that one reason (search_rejected:<why>), whatever the filters say
     assert all(list(r) == [f"search_{t['status']}:{t['reject_reason']}"] for r, t in zip(
