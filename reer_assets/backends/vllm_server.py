@@ -56,6 +56,36 @@ def on_cpu() -> bool:
     return not torch.cuda.is_available()
 
 
+CPU_EXECUTOR_ENV = "REER_VLLM_CPU_EXECUTOR"
+
+
+def cpu_single_process() -> bool:
+    """Whether vLLM on the CPU runs its worker inside the engine process (``REER_VLLM_CPU_EXECUTOR=uni``).
+
+    vLLM's CPU default (``mp``) spawns the engine core and then a worker process, each importing vLLM
+    and torch, and binds the worker's OpenMP threads to cores. ``uni`` keeps the worker in the engine
+    process (and an in-process ``vllm.LLM`` in the caller's process): one or two process starts less.
+    Measured on 2 cores (docs/performance.md, scripts/bench_vllm_start.py): a server is up in 0.66× the
+    time, an in-process engine in 0.23×. vLLM then leaves OpenMP threads unbound, which costs throughput on a many-core
+    CPU server, so it is not the default; the test suite sets it.
+    """
+    value = os.environ.get(CPU_EXECUTOR_ENV, "").strip().lower()
+    if value not in ("", "mp", "uni"):
+        raise ValueError(f"{CPU_EXECUTOR_ENV}={value!r}: expected mp (vLLM's default) or uni")
+    return value == "uni"
+
+
+def cpu_executor_args() -> list[str]:
+    """The executor flag of a vLLM CPU command line (none: vLLM's default)."""
+    return ["--distributed-executor-backend", "uni"] if cpu_single_process() else []
+
+
+def cpu_executor_env() -> dict[str, str]:
+    """What the environment of a vLLM CPU process needs beside :func:`cpu_executor_args`: vLLM turns
+    ``uni`` back into ``mp`` on the CPU unless its V1 multiprocessing is off."""
+    return {"VLLM_ENABLE_V1_MULTIPROCESSING": "0"} if cpu_single_process() else {}
+
+
 def server_command(model: str, port: int, host: str = "127.0.0.1", cpu: bool | None = None,
                    served_name: str | None = None, extra: list[str] | None = None) -> list[str]:
     """The server command line with the flags that work on this machine.
@@ -71,7 +101,7 @@ def server_command(model: str, port: int, host: str = "127.0.0.1", cpu: bool | N
         command += ["--served-model-name", served_name]
     if cpu:
         command += ["--dtype", "float32", "--enforce-eager", "--gpu-memory-utilization", "0.1",
-                    "--no-enable-chunked-prefill"]
+                    "--no-enable-chunked-prefill", *cpu_executor_args()]
     return command + list(extra or [])
 
 
@@ -82,7 +112,8 @@ def start_vllm_server(model: str, port: int | None, log_path: Path, timeout_s: f
     port = port or free_port(host)
     command = server_command(model, port, host, cpu, served_name, extra)
     handle = open(log_path, "w")
-    process = subprocess.Popen(command, stdout=handle, stderr=subprocess.STDOUT, start_new_session=True)
+    env = {**os.environ, **cpu_executor_env()} if cpu else None
+    process = subprocess.Popen(command, stdout=handle, stderr=subprocess.STDOUT, start_new_session=True, env=env)
     handle.close()
     server = VLLMServer(process, port, model, log_path)
     deadline = time.monotonic() + timeout_s
