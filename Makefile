@@ -38,9 +38,11 @@ model: $(STAMP)
 demo: $(STAMP)
 	$(VENV)/bin/python -m reer_assets.demo
 
-# two pytest-xdist workers: a module's tests stay together, the vLLM tests share one worker and one server,
-# the Ray tests another head (groups: tests/conftest.py); PYTEST_WORKERS=0 runs it in one process
-PYTEST_WORKERS ?= 2
+# three pytest-xdist workers on two cores (much of the suite waits on servers, jobs and processes it started):
+# a module's tests stay together, the vLLM modules of the session server share one worker, the Ray modules
+# one head (groups and order: tests/conftest.py); PYTEST_WORKERS=0 runs it in one process
+PYTEST_WORKERS ?= 3
+CHECK_WORKERS ?= 2
 test: $(STAMP) browser-hint
 	$(VENV)/bin/reer model build
 	$(VENV)/bin/python -m pytest -q $(if $(filter 0,$(PYTEST_WORKERS)),,-n $(PYTEST_WORKERS) --dist loadscope)
@@ -49,7 +51,7 @@ test: $(STAMP) browser-hint
 check: $(STAMP)
 	$(VENV)/bin/reer model build
 	$(VENV)/bin/python -m pytest -q tests/unit tests/assets -m "not vllm and not ray and not ui and not slow" \
-		$(if $(filter 0,$(PYTEST_WORKERS)),,-n $(PYTEST_WORKERS) --dist loadscope)
+		$(if $(filter 0,$(CHECK_WORKERS)),,-n $(CHECK_WORKERS) --dist loadscope)
 
 ui: $(STAMP)
 	$(VENV)/bin/dagster dev -h 127.0.0.1 -p $${PORT:-3000} -w workspace.yaml

@@ -20,6 +20,17 @@ if int(os.environ.get("PYTEST_XDIST_WORKER_COUNT", "1")) > 1:
     for _name in ("OMP_NUM_THREADS", "MKL_NUM_THREADS"):
         os.environ.setdefault(_name, "1")
 
+# vLLM on the CPU runs its worker in the engine process (REER_VLLM_CPU_EXECUTOR=uni,
+# backends/vllm_server.cpu_single_process): a server starts in 0.66× the time, an in-process engine in 0.23×
+# (scripts/bench_vllm_start.py). Two tests keep vLLM's default multiprocess executor and check its clean shutdown
+# (tests/vllm/test_cli_json.py: `reer score` on the engine, `reer serve` stopped by SIGTERM).
+os.environ.setdefault("REER_VLLM_CPU_EXECUTOR", "uni")
+# vLLM's KV cache on the CPU, 1 GiB per engine (vLLM's own setting). Left to vLLM, it is the host-memory share
+# (0.1 of 23.5 GiB) minus the engine process's resident memory, which is negative for an engine started inside
+# a test process that already holds models (met in a three-worker run: "requested memory for kv (-0.26/2.35
+# GiB)"); 1 GiB is far more than the embedded model's contexts need, and less than vLLM would take.
+os.environ.setdefault("VLLM_CPU_KVCACHE_SPACE", "1")
+
 # The domain partitions are fixed when reer_assets.defs.partitions is first imported. Tests that point
 # REER_DOMAINS_FILE at a tiny domain (named after a bundled one) must not be the first to import it, or every
 # later test of that process would see one partition: fix them here, from the bundled domains.
@@ -106,9 +117,35 @@ def vllm_engine(embedded_path):
     engine.close()
 
 
-# Test modules that share one server per worker: every vLLM test module uses the session vLLM server and
-# engine, the Ray modules a Ray head; each group runs whole on one worker, so each server starts once.
-SHARED_SERVER_GROUPS = (("tests/vllm/", "vllm"), ("tests/scale/test_ray", "ray"), ("tests/scale/test_slurm", "slurm"))
+# Test modules that share one server per worker: the vLLM modules that use the session vLLM server and
+# engine (vllm_server, vllm_engine above), the Ray modules a Ray head; each group runs whole on one worker,
+# so each server starts once. The vLLM modules that start their own engines (test_eval_answer_served,
+# test_run_batch) are handed out on their own, like any module.
+SESSION_VLLM_MODULES = ("test_backend_parity", "test_cli_json", "test_guided_judge", "test_judge_vllm",
+                        "test_many_servers", "test_openai_graph")
+SHARED_SERVER_GROUPS = (*((f"tests/vllm/{name}.py", "vllm") for name in SESSION_VLLM_MODULES),
+                        ("tests/scale/test_ray", "ray"), ("tests/scale/test_slurm", "slurm"))
+
+
+# The longest scopes (a module, or a group above), longest first, as measured in a three-worker run: they are
+# handed out first, so that no long one starts last while the other workers sit idle (README, "How long the
+# tests take"). Everything else follows in collection order.
+LONGEST_FIRST = ("vllm", "tests/reliability/test_kill_trials.py", "ray", "slurm", "tests/e2e/test_graph.py",
+                 "tests/e2e/test_ui.py", "tests/vllm/test_eval_answer_served.py", "tests/vllm/test_run_batch.py",
+                 "tests/unit/test_gpu_check.py", "tests/reliability/test_idempotence.py",
+                 "tests/e2e/test_sources_graph.py", "tests/reliability/test_network.py",
+                 "tests/reliability/test_resume.py")
+
+
+def scope_of(nodeid: str) -> str:
+    """What the scheduler hands out whole: the module, or its shared-server group."""
+    path = nodeid.split("::", 1)[0]
+    return next((group for prefix, group in SHARED_SERVER_GROUPS if path.startswith(prefix)), path)
+
+
+def pytest_collection_modifyitems(config, items):
+    rank = {scope: index for index, scope in enumerate(LONGEST_FIRST)}
+    items.sort(key=lambda item: rank.get(scope_of(item.nodeid), len(rank)))  # stable: the rest keep their order
 
 
 def pytest_xdist_make_scheduler(config, log):
@@ -118,7 +155,7 @@ def pytest_xdist_make_scheduler(config, log):
 
     class ByModuleAndServer(LoadScopeScheduling):
         def _split_scope(self, nodeid: str) -> str:
-            path = nodeid.split("::", 1)[0]
-            return next((group for prefix, group in SHARED_SERVER_GROUPS if path.startswith(prefix)), path)
+            return scope_of(nodeid)
 
+    config.option.loadscopereorder = False  # keep LONGEST_FIRST (xdist would sort scopes by their number of tests)
     return ByModuleAndServer(config, log)

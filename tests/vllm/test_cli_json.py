@@ -43,8 +43,9 @@ def test_score_json_with_the_in_process_engine(score_args, tmp_path, scorer_path
     started = time.monotonic()
     # INFO: the shutdown check below reads vLLM's own log lines (an earlier in-process `reer bench` may have
     # set VLLM_LOGGING_LEVEL=WARNING in this process's environment)
-    out, stdout = piped_to_json_load(score_args, {"REER_SCORER_BACKEND": "vllm", "VLLM_LOGGING_LEVEL": "INFO"},
-                                     tmp_path / "stdout.json")
+    # vLLM's default multiprocess executor (the suite runs `uni`, tests/conftest.py): its shutdown is checked
+    out, stdout = piped_to_json_load(score_args, {"REER_SCORER_BACKEND": "vllm", "VLLM_LOGGING_LEVEL": "INFO",
+                                                  "REER_VLLM_CPU_EXECUTOR": "mp"}, tmp_path / "stdout.json")
     assert out.returncode == 0, out.stderr[-4000:]
     assert len(stdout.splitlines()) == 1, stdout[:2000]  # the engine's ~40 log lines are not on stdout ...
     result = json.loads(stdout)
@@ -62,10 +63,10 @@ def test_score_json_over_http(score_args, tmp_path, vllm_server, embedded_path):
     assert json.loads(stdout)["scorer_model"] == f"openai:{embedded_path}"
 
 
-def _serve(args: list[str], log: Path) -> tuple[subprocess.Popen, str]:
+def _serve(args: list[str], log: Path, env: dict[str, str] | None = None) -> tuple[subprocess.Popen, str]:
     """``reer serve ARGS`` in its own session; returns once it printed its settings (stdout)."""
     process = subprocess.Popen([*REER, "serve", *args], stdout=subprocess.PIPE, stderr=open(log, "wb"),
-                               cwd=REPO, env=clean_env({}), start_new_session=True, text=True)
+                               cwd=REPO, env=clean_env(env or {}), start_new_session=True, text=True)
     lines = []
     deadline = time.monotonic() + 600
     while time.monotonic() < deadline:
@@ -97,7 +98,8 @@ def _group_gone(pgid: int, grace_s: float = 20.0) -> bool:
 
 
 def test_serve_json_scores_through_its_settings_and_stops_on_sigterm(score_args, tmp_path, scorer_path):
-    process, printed = _serve(["--role", "scorer", "--json"], tmp_path / "serve.log")
+    # vLLM's default multiprocess executor (the suite runs `uni`): its engine and worker processes must go too
+    process, printed = _serve(["--role", "scorer", "--json"], tmp_path / "serve.log", {"REER_VLLM_CPU_EXECUTOR": "mp"})
     try:
         settings = json.loads(printed)
         env = settings["env"]
