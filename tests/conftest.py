@@ -12,8 +12,9 @@ os.environ.setdefault("HF_HUB_OFFLINE", "1")
 os.environ.setdefault("TRANSFORMERS_OFFLINE", "1")
 os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
 os.environ.setdefault("DAGSTER_HOME", str(REPO / "dagster_home"))
-# Two pytest-xdist workers on two cores: each worker (and every process it starts) gets one torch/OpenMP
-# thread, so that two workers never run four spinning OpenMP threads on two cores. Measured on the
+# Several pytest-xdist workers on two cores (make test runs three, make check two): each worker (and every
+# process it starts) gets one torch/OpenMP thread, so that the workers never run twice as many spinning
+# OpenMP threads as there are cores. Measured on the
 # scorer-mode tests beside a busy core: 171 s with torch's default two threads, 86 s with one
 # (README, "How long the tests take"). A one-process run (PYTEST_WORKERS=0) keeps torch's default.
 if int(os.environ.get("PYTEST_XDIST_WORKER_COUNT", "1")) > 1:
@@ -149,7 +150,7 @@ def pytest_collection_modifyitems(config, items):
 
 
 def pytest_xdist_make_scheduler(config, log):
-    """``make test`` runs two pytest-xdist workers. Work is handed out a module at a time (its module fixtures
+    """``make test`` runs three pytest-xdist workers, ``make check`` two. Work is handed out a module at a time (its module fixtures
     are built once), except that the modules of one shared server go together (SHARED_SERVER_GROUPS)."""
     from xdist.scheduler import LoadScopeScheduling
 
