@@ -86,10 +86,27 @@ def ray_env(token: str | None = None) -> dict[str, str]:
     return env
 
 
+_WORKER_RANGES: set[int] = set()  # the worker-port ranges handed out in this process
+
+
+def _worker_port_range() -> int:
+    """The first of 200 worker ports for a Ray node: below the OS's ephemeral range, where ``free_port``'s
+    ports come from (a range drawn from 20000-40000 once held 39057, which ``free_port`` then gave the
+    runtime-env agent: "worker_ports is trying to use a port number 39057 that is used by other
+    components"), and not a range already handed out to another node of this process."""
+    try:
+        ephemeral = int(Path("/proc/sys/net/ipv4/ip_local_port_range").read_text().split()[0])
+    except (OSError, ValueError, IndexError):
+        ephemeral = 32768  # Linux's default
+    low = random.choice([start for start in range(10000, ephemeral - 200 + 1, 200) if start not in _WORKER_RANGES])
+    _WORKER_RANGES.add(low)
+    return low
+
+
 def _node_ports() -> list[str]:
     """Free ports for every service one Ray node opens besides the head's own (so that two nodes on this
     machine, or another Ray of the user, never meet), and a range of worker ports."""
-    low = random.randrange(20000, 40000, 200)
+    low = _worker_port_range()
     return ["--dashboard-agent-listen-port", str(free_port()), "--dashboard-agent-grpc-port", str(free_port()),
             "--runtime-env-agent-port", str(free_port()), "--metrics-export-port", str(free_port()),
             "--node-manager-port", str(free_port()), "--object-manager-port", str(free_port()),
