@@ -19,14 +19,13 @@ flight can be bounded (``max_in_flight``): the engine then gets a new request ea
 
 from __future__ import annotations
 
-import os
-from contextlib import contextmanager
 from dataclasses import dataclass
 from typing import Any
 
 from reer_assets.backends.scored_span import encode, pick_prompt_logprobs, render, score_tokens
 from reer_assets.backends.vllm_server import cpu_executor_env, cpu_single_process
 from reer_assets.core.protocols import Completion, GenerationRequest, PromptTooLongError, ScoreRequest, ScoreResult
+from reer_assets.settings import environment
 
 
 @dataclass(frozen=True)
@@ -54,7 +53,8 @@ class VLLMEngine:
         self.settings = settings
         self.tokenizer = AutoTokenizer.from_pretrained(settings.path)
         lora = {"enable_lora": True, "max_lora_rank": settings.max_lora_rank, "max_loras": 1} if settings.enable_lora else {}
-        with _environ(cpu_executor_env() if single else {}):  # vLLM reads this from the environment only
+        # vLLM reads this from the environment only; set while the engine starts, so no later subprocess inherits it
+        with environment(cpu_executor_env() if single else {}):
             self.llm = LLM(
                 model=settings.path,
                 dtype=settings.dtype or ("auto" if on_gpu else "float32"),
@@ -133,22 +133,6 @@ class VLLMEngine:
 
 
 _OPEN: list[VLLMEngine] = []
-
-
-@contextmanager
-def _environ(extra: dict[str, str]):
-    """``extra`` in the environment while the engine starts, then the environment as it was (so that no
-    process this one starts later inherits it)."""
-    before = {name: os.environ.get(name) for name in extra}
-    os.environ.update(extra)
-    try:
-        yield
-    finally:
-        for name, value in before.items():
-            if value is None:
-                os.environ.pop(name, None)
-            else:
-                os.environ[name] = value
 
 
 def close_all() -> None:

@@ -9,7 +9,7 @@ import os
 import pytest
 
 from reer_assets.backends import vllm_server
-from reer_assets.backends.vllm_engine import _environ
+from reer_assets.settings import environment as _environ  # what VLLMEngine starts its engine under
 
 pytestmark = pytest.mark.timeout(60)
 
