@@ -39,8 +39,8 @@ demo: $(STAMP)
 	$(VENV)/bin/python -m reer_assets.demo
 
 # three pytest-xdist workers on two cores (much of the suite waits on servers, jobs and processes it started):
-# a module's tests stay together, the vLLM modules of the session server share one worker, the Ray modules
-# one head (groups and order: tests/conftest.py); PYTEST_WORKERS=0 runs it in one process
+# a module's tests stay together, the vLLM modules of the session server share one worker (groups and
+# order: tests/conftest.py); PYTEST_WORKERS=0 runs it in one process
 PYTEST_WORKERS ?= 3
 CHECK_WORKERS ?= 2
 test: $(STAMP) browser-hint

@@ -8,6 +8,7 @@ gradients for the frozen weights), and the peak against the data sheets' dense b
 import ast
 import importlib.util
 import json
+import os
 import subprocess
 import sys
 from pathlib import Path
@@ -15,7 +16,9 @@ from pathlib import Path
 import pytest
 
 SCRIPT = Path(__file__).resolve().parents[2] / "scripts" / "gpu_check.py"
+# reer_assets.backends.vllm_server: the CPU executor setting (stdlib imports only; vLLM is started, not imported)
 ALLOWED = ("torch", "transformers", "peft", "tokenizers", "reer_assets.core", "reer_assets.backends.hf",
+           "reer_assets.backends.vllm_server",
            "__future__", "argparse", "gc", "importlib.util", "json", "os", "subprocess", "sys", "tempfile", "time",
            "dataclasses")
 
@@ -32,10 +35,16 @@ def gpu_check():
         del sys.modules["gpu_check"]
 
 
+# passed on from the suite's environment (tests/conftest.py): one OpenMP thread per worker, vLLM's worker in its
+# engine process; nothing else of this environment reaches the script
+PASSED_ON = ("OMP_NUM_THREADS", "MKL_NUM_THREADS", "REER_VLLM_CPU_EXECUTOR", "VLLM_CPU_KVCACHE_SPACE")
+
+
 def _run(*extra: str, timeout: int = 300) -> list[dict]:
+    env = {"PYTHONPATH": str(SCRIPT.parents[1]), "PATH": "/usr/bin:/bin", "HOME": str(Path.home()),
+           **{name: os.environ[name] for name in PASSED_ON if name in os.environ}}
     out = subprocess.run([sys.executable, str(SCRIPT), "--tiny", "--device", "cpu", "--repeats", "1", *extra],
-                         capture_output=True, text=True, timeout=timeout,
-                         env={"PYTHONPATH": str(SCRIPT.parents[1]), "PATH": "/usr/bin:/bin", "HOME": str(Path.home())})
+                         capture_output=True, text=True, timeout=timeout, env=env)
     assert out.returncode == 0, out.stderr[-3000:]
     return [json.loads(line) for line in out.stdout.splitlines()]
 
