@@ -119,8 +119,9 @@ def vllm_engine(embedded_path):
 
 
 # Test modules that share one server per worker: the vLLM modules that use the session vLLM server and
-# engine (vllm_server, vllm_engine above); the group runs whole on one worker, so each starts once. The vLLM modules that start their own engines (test_eval_answer_served,
-# test_run_batch) are handed out on their own, like any module.
+# engine (vllm_server, vllm_engine above); the group runs whole on one worker, so each starts once. The vLLM
+# modules that start their own engines (test_eval_answer_served, test_run_batch) are handed out on their own,
+# like any module.
 SESSION_VLLM_MODULES = ("test_backend_parity", "test_cli_json", "test_guided_judge", "test_judge_vllm",
                         "test_many_servers", "test_openai_graph")
 SHARED_SERVER_GROUPS = (*((f"tests/vllm/{name}.py", "vllm") for name in SESSION_VLLM_MODULES),
