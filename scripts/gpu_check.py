@@ -335,13 +335,12 @@ def measure_vllm(model, shape: Shape, device: str, mode: str, eager: bool) -> No
 def vllm_child(folder: str, shape: Shape, eager: bool) -> int:
     """The engine on ``folder``: answers of a fixed length (ignore_eos) to random token prompts, first
     ``shape.in_flight`` at a time (each batch waits for its slowest answer), then all at once."""
-    from reer_assets.backends.vllm_server import cpu_executor_env, cpu_single_process
+    from reer_assets.backends.vllm_server import cpu_executor_env, cpu_executor_kwargs
 
     cuda = torch.cuda.is_available()
     # on the CPU, REER_VLLM_CPU_EXECUTOR=uni keeps vLLM's worker in this process, as the project's engine does
     # (the test suite sets it); this child process is vLLM's alone, so the variable it needs is set for good
-    single = not cuda and cpu_single_process()
-    os.environ.update(cpu_executor_env() if single else {})
+    os.environ.update({} if cuda else cpu_executor_env())
     from vllm import LLM, SamplingParams
     from vllm.inputs import TokensPrompt
 
@@ -350,7 +349,7 @@ def vllm_child(folder: str, shape: Shape, eager: bool) -> int:
     llm = LLM(model=folder, skip_tokenizer_init=True, dtype="bfloat16" if cuda else "float32", seed=0,
               max_model_len=shape.answer_prompt_tokens + shape.answer_tokens + 16, enforce_eager=eager or not cuda,
               gpu_memory_utilization=0.85 if cuda else 0.1, enable_chunked_prefill=cuda,
-              **({"distributed_executor_backend": "uni"} if single else {}))
+              **({} if cuda else cpu_executor_kwargs()))
     load_s = round(time.perf_counter() - started, 1)
     generator = torch.Generator().manual_seed(3)
     prompts = [TokensPrompt(prompt_token_ids=torch.randint(2, shape.vocab, (shape.answer_prompt_tokens,),

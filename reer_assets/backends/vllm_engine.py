@@ -23,7 +23,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from reer_assets.backends.scored_span import encode, pick_prompt_logprobs, render, score_tokens
-from reer_assets.backends.vllm_server import cpu_executor_env, cpu_single_process
+from reer_assets.backends.vllm_server import cpu_executor_env, cpu_executor_kwargs
 from reer_assets.core.protocols import Completion, GenerationRequest, PromptTooLongError, ScoreRequest, ScoreResult
 from reer_assets.settings import environment
 
@@ -48,13 +48,11 @@ class VLLMEngine:
         from vllm import LLM
 
         on_gpu = torch.cuda.is_available()
-        single = not on_gpu and cpu_single_process()
-        executor = {"distributed_executor_backend": "uni"} if single else {}
         self.settings = settings
         self.tokenizer = AutoTokenizer.from_pretrained(settings.path)
         lora = {"enable_lora": True, "max_lora_rank": settings.max_lora_rank, "max_loras": 1} if settings.enable_lora else {}
         # vLLM reads this from the environment only; set while the engine starts, so no later subprocess inherits it
-        with environment(cpu_executor_env() if single else {}):
+        with environment({} if on_gpu else cpu_executor_env()):
             self.llm = LLM(
                 model=settings.path,
                 dtype=settings.dtype or ("auto" if on_gpu else "float32"),
@@ -66,7 +64,7 @@ class VLLMEngine:
                 # ("CPU Generator does not use offset"); whole prefills avoid that code path
                 enable_chunked_prefill=on_gpu,
                 **lora,
-                **executor,
+                **({} if on_gpu else cpu_executor_kwargs()),
             )
         self.max_model_len = int(self.llm.llm_engine.model_config.max_model_len)
         self._adapters: dict[str, int] = {}

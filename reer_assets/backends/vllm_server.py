@@ -80,6 +80,11 @@ def cpu_executor_args() -> list[str]:
     return ["--distributed-executor-backend", "uni"] if cpu_single_process() else []
 
 
+def cpu_executor_kwargs() -> dict[str, str]:
+    """The same choice as :func:`cpu_executor_args`, as keyword arguments of an in-process ``vllm.LLM``."""
+    return {"distributed_executor_backend": "uni"} if cpu_single_process() else {}
+
+
 def cpu_executor_env() -> dict[str, str]:
     """What the environment of a vLLM CPU process needs beside :func:`cpu_executor_args`: vLLM turns
     ``uni`` back into ``mp`` on the CPU unless its V1 multiprocessing is off."""

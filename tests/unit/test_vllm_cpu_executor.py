@@ -24,6 +24,7 @@ def test_the_setting_picks_the_flags_and_the_environment(monkeypatch, value, uni
     flag = ["--distributed-executor-backend", "uni"]
     assert (command[-2:] == flag) is uni, command
     assert vllm_server.cpu_executor_env() == ({"VLLM_ENABLE_V1_MULTIPROCESSING": "0"} if uni else {})
+    assert vllm_server.cpu_executor_kwargs() == ({"distributed_executor_backend": "uni"} if uni else {})
     # on a GPU the CPU setting is not asked for
     assert "--distributed-executor-backend" not in vllm_server.server_command("/models/m", 8000, cpu=False)
 
