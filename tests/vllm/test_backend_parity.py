@@ -121,3 +121,19 @@ def test_same_seed_same_trajectory_with_every_scorer(scorers, embedded_loaded, b
         assert [s.choice for s in trace.steps] == [s.choice for s in reference.steps], name
         assert trace.final_thinking == reference.final_thinking, name
         assert abs(trace.final_score - reference.final_score) < 1e-3, name
+
+
+def test_the_scoring_bench_row_d_is_the_session_engine(vllm_engine):
+    """`reer bench scoring`'s row (d), the in-process vLLM engine, timed and checked beside the hf modes (the
+    bench's own test in make check runs it with --no-vllm; here the session engine stands in for the one it
+    would start)."""
+    from reer_assets.backends.vllm_engine import VLLMScorer
+    from reer_assets.perf.scoring import TOLERANCE, run_scoring_bench
+
+    lines: list[str] = []
+    report = run_scoring_bench(n_items=2, n_candidates=2, repeats=1, out=lines.append,
+                               extra_scorers={"in-process vLLM engine": VLLMScorer(vllm_engine, "vllm")})
+    row = report["variants"]["in-process vLLM engine"]
+    assert report["agree"] and row.max_abs_diff <= TOLERANCE, row
+    assert row.tokens_per_second > 0 and row.median_seconds > 0  # it was timed; the numbers vary with the machine
+    assert sum(line.startswith("(d) in-process vLLM engine") for line in lines) == 1, lines
