@@ -100,8 +100,11 @@ def test_the_published_thinking_is_scored_beside_z0(searched, embedded_scorer):
         assert (row["initial_score"], row["final_score"], row["published_score"]) == (
             mine["initial_score"], mine["final_score"], mine["published_score"])
         assert row["search_beat_published"] == (mine["final_score"] < mine["published_score"])
+    # the searches of the seeds tried before this one keep their rows (another config, other ids): this search's
+    # rows are those of its config
+    (config_hash,) = set(frame["config_hash"])
     con = duckdb.connect(str(db), read_only=True)
-    stored = dict(con.execute("SELECT id, published_score FROM trajectories").fetchall())
+    stored = dict(con.execute("SELECT id, published_score FROM trajectories WHERE config_hash = ?", [config_hash]).fetchall())
     con.close()
     assert stored == dict(zip(frame["id"], frame["published_score"]))
 
