@@ -24,7 +24,9 @@ def _hold_asset():
 
     @dg.asset(pool=pool, name=f"hold_{pool}")
     def hold() -> None:
-        Path(marker).write_text(str(os.getpid()))
+        staged = Path(f"{marker}.tmp")
+        staged.write_text(str(os.getpid()))
+        staged.replace(marker)  # atomic: a test polling for the marker never reads it empty
         time.sleep(seconds)  # wait: the held slot's work itself; the tests kill it, they never wait for it to end
 
     return hold
