@@ -394,12 +394,20 @@ def http_usage(*backends: Any) -> dict[str, Any]:
 
 
 def _load_tokenizer(settings: BackendSpec, role: str):
-    from transformers import AutoTokenizer
+    """The served model's tokenizer: read from its files without transformers (and torch) where that is
+    sure to tokenize as transformers does (:mod:`light_tokenizer`), else ``AutoTokenizer``."""
+    from reer_assets.backends import light_tokenizer
 
     source = settings.tokenizer or settings.model
     if not source:
         raise ScorerConfigError(f"the {role} over HTTP tokenizes locally: set REER_{role.upper()}_TOKENIZER "
                                 f"(or REER_{role.upper()}_MODEL) to the model's local path")
+    try:
+        return light_tokenizer.load(source)
+    except light_tokenizer.NotLight as reason:
+        log.debug("the %s's tokenizer %s loads through transformers: %s", role, source, reason)
+    from transformers import AutoTokenizer
+
     try:
         return AutoTokenizer.from_pretrained(source)
     except (OSError, ValueError) as exc:

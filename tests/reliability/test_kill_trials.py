@@ -18,8 +18,8 @@ it is killed on are drawn from a seeded RNG before any run:
               file appears under ``history/runs/``);
 ``run_start`` the ``RUN_START`` line, before the step claims its pool slot;
 ``step``      after ``STEP_START`` (the ``gpu`` slot claimed), before any model request: the
-              ``STEP_START`` line, the Pipes workload process spawned, Pipes opened, torch or
-              tokenizers loaded into the workload;
+              ``STEP_START`` line, the Pipes workload process spawned, Pipes opened, the openai
+              SDK or tokenizers loaded into the workload;
 ``model``     mid-request: the fault server holds the process's N-th request (N drawn from 2-4) open
               and the kill comes once it has arrived, so the process is surely waiting on it;
 ``late``      after the workload wrote its Parquet output: the three files rewritten (the workload
@@ -78,7 +78,7 @@ SEED = 18
 KINDS = ["startup"] * 3 + ["run_start"] + ["step"] * 4 + ["model"] * 7  # shuffled; then the late ones
 LATE = 5
 STARTUP_EVENTS = ("spawned", "console output", "project imported", "run created")
-STEP_EVENTS = ("STEP_START", "workload spawned", "pipes opened", "torch imported", "tokenizers imported")
+STEP_EVENTS = ("STEP_START", "workload spawned", "pipes opened", "openai imported", "tokenizers imported")
 MODEL_REQUESTS = (2, 3, 4)  # the request of the process (the scorer's start-up check is its 1st) held at the kill
 LATE_EVENTS = ("output", "lineage locked", "fingerprint")  # in the order a run meets them
 LOCKED_LATE = ("output", "lineage locked")  # the test holds the lineage DB's lock: surely before the lineage write
@@ -207,8 +207,8 @@ class Watch:
             return _group_workload(pid) is not None
         if event == "pipes opened":
             return PIPES_OPENED in self.text
-        if event == "torch imported":
-            return _mapped(_group_workload(pid), "/torch/_C.")
+        if event == "openai imported":  # the openai SDK's pydantic core, as the backends are built
+            return _mapped(_group_workload(pid), "/pydantic_core/_pydantic_core.")
         if event == "tokenizers imported":
             return _mapped(_group_workload(pid), "/tokenizers/tokenizers.")
         if event == "output":  # all three Parquet files rewritten and the workload that wrote them gone
