@@ -14,6 +14,7 @@ from __future__ import annotations
 import json
 import os
 import random
+import re
 import shutil
 import signal
 import subprocess
@@ -143,10 +144,30 @@ def stop_ray_head(head: RayHead) -> None:
 
 def start_ray_head(root: Path, timeout_s: float = 90.0, num_cpus: int = 2, resources: dict | None = None,
                    token: str | None = None, extra_env: dict[str, str] | None = None,
-                   extra_args: tuple[str, ...] = (), node_ip: str = "127.0.0.1") -> RayHead:
+                   extra_args: tuple[str, ...] = (), node_ip: str = "127.0.0.1", attempts: int = 3) -> RayHead:
     """A head on 127.0.0.1 (see the module docstring); ``token``: run it with token authentication.
     ``node_ip``: Ray replaces 127.0.0.1 by the machine's address for the GCS and the raylet; another
-    loopback address (127.0.0.2) keeps them on loopback."""
+    loopback address (127.0.0.2) keeps them on loopback. A start that met a taken port is tried again on
+    new ports (:func:`_on_new_ports`)."""
+    return _on_new_ports("head", attempts, lambda: _start_ray_head_once(
+        root, timeout_s, num_cpus, resources, token, extra_env, extra_args, node_ip))
+
+
+def _on_new_ports(what: str, attempts: int, start_once):
+    """``start_once()``, started again (it draws new ports each time) while it raises :class:`PortTaken`,
+    up to ``attempts`` starts; any other failure fails at once."""
+    for attempt in range(1, attempts + 1):
+        try:
+            return start_once()
+        except PortTaken as taken:
+            if attempt == attempts:
+                raise
+            print(f"\nRay {what} start {attempt} of {attempts} met a taken port ({taken}); starting it on new ports")
+    raise AssertionError("unreachable")
+
+
+def _start_ray_head_once(root: Path, timeout_s: float, num_cpus: int, resources: dict | None, token: str | None,
+                         extra_env: dict[str, str] | None, extra_args: tuple[str, ...], node_ip: str) -> RayHead:
     temp_dir = Path(tempfile.mkdtemp(prefix="rr", dir="/tmp"))
     port, dashboard = free_port(), free_port()
     command = [str(BIN / "ray"), "start", "--head", "--block", "--node-ip-address", node_ip,
@@ -164,14 +185,18 @@ def start_ray_head(root: Path, timeout_s: float = 90.0, num_cpus: int = 2, resou
     deadline = time.monotonic() + timeout_s
     try:
         while True:
+            if (taken := _port_taken(temp_dir, set())) is not None:
+                raise PortTaken(taken)
             if process.poll() is not None:
-                raise RuntimeError(f"ray start exited with {process.returncode}:\n{log.read_text()[-4000:]}")
+                raise RuntimeError(f"ray start exited with {process.returncode}:\n{log.read_text()[-4000:]}"
+                                   f"\n{ray_logs_tail(temp_dir)}")
             try:
                 head.jobs()
                 return head
             except Exception:  # noqa: BLE001 (not up yet)
                 if time.monotonic() > deadline:
-                    raise RuntimeError(f"Ray head not ready after {timeout_s:.0f}s:\n{log.read_text()[-4000:]}")
+                    raise RuntimeError(f"Ray head not ready after {timeout_s:.0f}s:\n{log.read_text()[-4000:]}"
+                                       f"\n{ray_logs_tail(temp_dir)}")
                 time.sleep(0.5)  # wait: a polling interval while the head comes up (bounded by timeout_s above)
     except BaseException:
         stop_ray_head(head)
@@ -179,18 +204,73 @@ def start_ray_head(root: Path, timeout_s: float = 90.0, num_cpus: int = 2, resou
         raise
 
 
+RAY_LOGS = ("raylet", "gcs_server", "dashboard_agent", "runtime_env_agent", "ray_process_exit")
+# what a Ray process logs when a port it was given is taken (the raylet then dies, and `ray start --block`
+# goes on waiting without a word: met once in a fresh-clone run as "Ray worker node not alive after 90s")
+PORT_TAKEN = ("Failed to start the grpc server", "Address already in use")
+SEVERE = re.compile(r"^\[[^\]]* [CFE] \d+ \d+\]|Check failed|Error", re.MULTILINE)
+
+
+def _session_logs(temp_dir: Path) -> list[Path]:
+    """The raylet, GCS and agent logs of the newest session under ``temp_dir``, newest first."""
+    try:
+        files = [f for f in (temp_dir / "session_latest" / "logs").iterdir() if f.name.startswith(RAY_LOGS)]
+        return sorted(files, key=lambda f: f.stat().st_mtime, reverse=True)
+    except OSError:
+        return []
+
+
+def ray_logs_tail(temp_dir: Path, chars: int = 800) -> str:
+    """Why a node did not come up, from its session's logs (not its ``ray start`` output): each log's
+    severe lines and its end, newest log first."""
+    parts = []
+    for f in _session_logs(temp_dir)[:8]:
+        text = f.read_text(errors="replace")
+        severe = [text[m.start():text.find("\n", m.start())][:400] for m in SEVERE.finditer(text)][:5]
+        parts.append(f"--- {f.name} ---\n" + "".join(f"{line}\n" for line in severe) + f"(end) {text[-chars:]}")
+    return "\n".join(parts) or f"(no Ray session logs under {temp_dir})"
+
+
+class PortTaken(RuntimeError):
+    """A Ray process of a starting node found a port it was given taken (``free_port`` only finds a port
+    that is free *now*); the node is started again on new ports."""
+
+
+def _port_taken(temp_dir: Path, before: set[str]) -> str | None:
+    """The line of a log that appeared since ``before`` saying a port was taken, if any."""
+    for f in _session_logs(temp_dir):
+        if f.name in before:
+            continue
+        text = f.read_text(errors="replace")
+        for needle in PORT_TAKEN:
+            if needle in text:
+                at = text.index(needle)
+                return f"{f.name}: {text[text.rfind(chr(10), 0, at) + 1:text.find(chr(10), at)][:400]}"
+    return None
+
+
 def start_ray_worker(head: RayHead, root: Path, resource: str, num_cpus: int = 1, timeout_s: float = 90.0,
                      extra_env: dict[str, str] | None = None, extra_args: tuple[str, ...] = (),
-                     node_ip: str = "127.0.0.1", own_temp_dir: bool = False) -> RayWorker:
+                     node_ip: str = "127.0.0.1", own_temp_dir: bool = False, attempts: int = 3) -> RayWorker:
     """A second node joined to ``head`` (``ray start --address``), with its own ports and process group,
-    ``num_cpus`` CPUs and the custom resource ``resource``; returns once the head lists it alive.
+    ``num_cpus`` CPUs and the custom resource ``resource``; returns once the head lists it alive. A start
+    that met a taken port is tried again on new ports (:func:`_on_new_ports`); any other failure fails at
+    once, with the node's logs.
 
     By default it uses the head's temp folder, as every node of a real cluster uses the same path on its
     own machine: a job's log is read by the dashboard agent of the node that ran it, at the path of the
     *head's* session folder (Ray takes the session folder from the head), so with a folder of its own on
     the same machine the agent reads the head's copy, which holds only the head's first line, and no
     Pipes message of a job on this node would come back. ``own_temp_dir`` gives it its own anyway."""
+    return _on_new_ports("worker", attempts, lambda: _start_ray_worker_once(
+        head, root, resource, num_cpus, timeout_s, extra_env, extra_args, node_ip, own_temp_dir))
+
+
+def _start_ray_worker_once(head: RayHead, root: Path, resource: str, num_cpus: int, timeout_s: float,
+                           extra_env: dict[str, str] | None, extra_args: tuple[str, ...], node_ip: str,
+                           own_temp_dir: bool) -> RayWorker:
     temp_dir = Path(tempfile.mkdtemp(prefix="rw", dir="/tmp")) if own_temp_dir else head.temp_dir
+    before = {f.name for f in _session_logs(temp_dir)}
     command = [str(BIN / "ray"), "start", "--address", head.gcs, "--block", "--node-ip-address", node_ip,
                "--num-cpus", str(num_cpus), "--resources", json.dumps({resource: 1}),
                *(["--temp-dir", str(temp_dir)] if own_temp_dir else []),
@@ -202,17 +282,24 @@ def start_ray_worker(head: RayHead, root: Path, resource: str, num_cpus: int = 1
                                start_new_session=True)
     node = RayWorker(process, temp_dir, log, resource)
     deadline = time.monotonic() + timeout_s
+    seen: object = "no answer yet"  # the head's last node listing (or why it failed), for the timeout's message
     try:
         while True:
+            if (taken := _port_taken(temp_dir, before)) is not None:
+                raise PortTaken(taken)
             if process.poll() is not None:
-                raise RuntimeError(f"ray start (worker) exited with {process.returncode}:\n{log.read_text()[-4000:]}")
+                raise RuntimeError(f"ray start (worker) exited with {process.returncode}:\n{log.read_text()[-4000:]}"
+                                   f"\n{ray_logs_tail(temp_dir)}")
             try:
-                if any(n["state"] == "ALIVE" and resource in (n.get("resources_total") or {}) for n in head.nodes()):
+                seen = [(n.get("node_ip"), n["state"], sorted(n.get("resources_total") or {}), n.get("state_message"))
+                        for n in head.nodes()]
+                if any(n[1] == "ALIVE" and resource in n[2] for n in seen):
                     return node
-            except Exception:  # noqa: BLE001 (the state API may answer before the node registers)
-                pass
+            except Exception as error:  # noqa: BLE001 (the state API may answer before the node registers)
+                seen = repr(error)
             if time.monotonic() > deadline:
-                raise RuntimeError(f"Ray worker node not alive after {timeout_s:.0f}s:\n{log.read_text()[-4000:]}")
+                raise RuntimeError(f"Ray worker node not alive after {timeout_s:.0f}s; the head lists {seen}\n"
+                                   f"ray start said:\n{log.read_text()[-4000:]}\n{ray_logs_tail(temp_dir)}")
             time.sleep(0.5)  # wait: a polling interval while the node joins (bounded by timeout_s above)
     except BaseException:
         stop_ray_head(node)

@@ -56,8 +56,10 @@ ITEMS, SHARDS = 4, 2
 HEAD_RESOURCE, WORKER_RESOURCE = "reer_head_node", "reer_worker_node"
 # Ray turns 127.0.0.1 into the machine's address; other loopback addresses stay loopback, one per node
 HEAD_IP, WORKER_IP = "127.0.0.2", "127.0.0.3"
-# a dead node is noticed after 3 missed health checks a second apart, not Ray's default of about 30 s
-FAST_HEALTH = {"RAY_health_check_period_ms": "1000", "RAY_health_check_timeout_ms": "1000",
+# a dead node is noticed after 3 failed health checks a second apart, not Ray's default of about 30 s. A killed
+# raylet's port refuses the check at once, so the 5 s answer timeout delays nothing here; it only spares a live
+# raylet starved of CPU by the other test workers (a 1 s timeout could count it dead three seconds in a row)
+FAST_HEALTH = {"RAY_health_check_period_ms": "1000", "RAY_health_check_timeout_ms": "5000",
                "RAY_health_check_failure_threshold": "3"}
 SMALL_STORE = ("--object-store-memory", "100000000")  # no object is stored; keep /dev/shm free
 EVENT_BOUND_S = 300.0  # a bound on waiting for a held request or a job state; the test then fails
