@@ -238,7 +238,6 @@ class Answerer:
                          "or answer with backend vllm or hf")
 
     def _open_openai(self, model: dict[str, Any], path: str, base: str | None) -> Opened:
-        from reer_assets.backends.hf import HFScorer
         from reer_assets.backends.openai_compat import OpenAIClient, OpenAIGenerator
 
         server = self.server_of(model)
@@ -253,6 +252,8 @@ class Answerer:
         def scorer():
             if not local:
                 return None  # nothing local to score with: heldout NLL stays empty
+            from reer_assets.backends.hf import HFScorer  # torch only when held-out NLL is scored
+
             loaded = self._hf(path, base)
             return HFScorer(loaded, f"hf:{path}")
 
