@@ -12,7 +12,9 @@ It is used only where it is sure to agree with transformers: a generic fast toke
 ``tokenizer_class`` is absent, ``TokenizersBackend`` or ``PreTrainedTokenizerFast``, which transformers
 loads from ``tokenizer.json`` as it is), one chat template, and every special token named in the
 configuration already an added token of ``tokenizer.json``. For anything else :func:`load` says why
-not and the caller loads ``AutoTokenizer``. tests/unit/test_light_tokenizer.py checks the agreement.
+not and the caller loads ``AutoTokenizer``: a model-specific class can change how ``tokenizer.json``
+encodes (the embedded tokenizer's files, relabelled ``LlamaTokenizer``, give other ids under
+transformers 5). tests/unit/test_light_tokenizer.py checks the agreement.
 """
 
 from __future__ import annotations
