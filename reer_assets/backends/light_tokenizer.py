@@ -146,13 +146,13 @@ def load(folder: str | Path) -> LightTokenizer:
         raise NotLight(f"tokenizer.json: {exc}") from exc
     backend.no_truncation()
     backend.no_padding()
-    added = {t.content for t in backend.get_added_tokens_decoder().values() if t.special}
-    missing = sorted({*special.values(), *listed} - added)
+    added = backend.get_added_tokens_decoder()
+    missing = sorted({*special.values(), *listed} - {t.content for t in added.values() if t.special})
     if missing:
         raise NotLight(f"special tokens that are not added tokens of tokenizer.json: {missing}")
-    decoder = config.get("added_tokens_decoder") or {}
-    known = {str(i): t.content for i, t in backend.get_added_tokens_decoder().items()}
-    if any(known.get(i) != (t.get("content") if isinstance(t, dict) else None) for i, t in decoder.items()):
+    known = {str(i): t.content for i, t in added.items()}
+    configured = config.get("added_tokens_decoder") or {}
+    if any(known.get(i) != (t.get("content") if isinstance(t, dict) else None) for i, t in configured.items()):
         raise NotLight("added tokens of the configuration that tokenizer.json does not hold")
     tokenizer = LightTokenizer(folder, backend, _chat_template(folder, config), special)
     tokenizer._template  # noqa: B018 (compiled now: a template jinja cannot parse falls back at load time)

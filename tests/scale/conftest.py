@@ -220,13 +220,19 @@ def _session_logs(temp_dir: Path) -> list[Path]:
         return []
 
 
+def _line_at(text: str, at: int, chars: int = 400) -> str:
+    """The line of ``text`` holding position ``at`` (at most ``chars`` of it)."""
+    end = text.find("\n", at)
+    return text[text.rfind("\n", 0, at) + 1:end if end >= 0 else len(text)][:chars]
+
+
 def ray_logs_tail(temp_dir: Path, chars: int = 800) -> str:
     """Why a node did not come up, from its session's logs (not its ``ray start`` output): each log's
     severe lines and its end, newest log first."""
     parts = []
     for f in _session_logs(temp_dir)[:8]:
         text = f.read_text(errors="replace")
-        severe = [text[m.start():text.find("\n", m.start())][:400] for m in SEVERE.finditer(text)][:5]
+        severe = [_line_at(text, m.start()) for m in SEVERE.finditer(text)][:5]
         parts.append(f"--- {f.name} ---\n" + "".join(f"{line}\n" for line in severe) + f"(end) {text[-chars:]}")
     return "\n".join(parts) or f"(no Ray session logs under {temp_dir})"
 
@@ -244,8 +250,7 @@ def _port_taken(temp_dir: Path, before: set[str]) -> str | None:
         text = f.read_text(errors="replace")
         for needle in PORT_TAKEN:
             if needle in text:
-                at = text.index(needle)
-                return f"{f.name}: {text[text.rfind(chr(10), 0, at) + 1:text.find(chr(10), at)][:400]}"
+                return f"{f.name}: {_line_at(text, text.index(needle))}"
     return None
 
 

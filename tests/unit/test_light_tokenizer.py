@@ -76,12 +76,13 @@ def test_template_features_render_as_transformers(embedded_path, tmp_path):
         "{{ eos_token }}{% for m in messages %}{% if m.role == 'tool' %}{{ raise_exception('no tools here') }}"
         "{% endif %}{% if loop.index > 3 %}{% break %}{% endif %}"
         "<|im_start|>{{ m.role }}\n{{ m | tojson }}|{{ m.content | tojson(indent=2, sort_keys=true) }}<|im_end|>\n"
-        "{% endfor %}{{ strftime_now('%Y') }}{% if add_generation_prompt %}<|im_start|>assistant\n{% endif %}",
+        # strftime_now with a format that names no field: the call is checked, not the clock
+        "{% endfor %}{{ strftime_now('%%Y') }}{% if add_generation_prompt %}<|im_start|>assistant\n{% endif %}",
         encoding="utf-8")
     full, light = _pair(folder)
     messages = [{"role": "user", "content": c} for c in ("<b>&amp;</b> é", "two", "three", "four")]
     assert render(light, messages) == render(full, messages)
-    assert "<b>&amp;</b> é" in render(light, messages)  # not HTML-escaped, not ASCII-escaped
+    assert "<b>&amp;</b> é" in render(light, messages) and "%Y" in render(light, messages)  # unescaped; strftime ran
     with pytest.raises(jinja2.exceptions.TemplateError, match="no tools here") as raised:
         light.apply_chat_template([{"role": "tool", "content": "x"}], add_generation_prompt=True)
     with pytest.raises(type(raised.value), match="no tools here"):
